@@ -1,0 +1,95 @@
+"""Checks of user input shared by the reference and the generated layers.
+
+Every failure is a ValueError or TypeError whose message names the layer, the
+argument, what was expected and what came.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+
+def _describe(shape):
+    trailing = "," if len(shape) == 1 else ""
+    return "(" + ", ".join(str(size) for size in shape) + trailing + ")"
+
+
+def expect_array(layer, argument, value, shape, bound=None):
+    """Returns ``value`` as a float ndarray whose shape matches ``shape``.
+
+    Args:
+        layer: the layer's name, for messages.
+        argument: the argument's name, for messages.
+        value: what the user passed.
+        shape: one entry per axis: an int the axis must equal, or a size name
+            (a str) that binds to whatever the axis holds. A name used twice, or
+            already present in ``bound``, must hold the same value each time.
+        bound: sizes already known, by name; updated in place.
+
+    Returns:
+        ``(array, bound)``: the array and the sizes bound by name.
+
+    Raises:
+        TypeError: ``value`` is not a floating-point array.
+        ValueError: the number of axes or a size does not match, or an axis is
+            empty.
+    """
+    bound = {} if bound is None else bound
+    array = np.asarray(value)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(
+            f"{layer} expects {argument} as a floating-point array; "
+            f"got dtype {array.dtype}"
+        )
+    expected = _describe(shape)
+    if array.ndim != len(shape):
+        raise ValueError(
+            f"{layer} expects {argument} of shape {expected}; "
+            f"got {_describe(array.shape)} ({array.ndim} axes instead of {len(shape)})"
+        )
+    for axis, (want, got) in enumerate(zip(shape, array.shape, strict=True)):
+        if got == 0:
+            raise ValueError(
+                f"{layer} expects {argument} of shape {expected} with no empty "
+                f"axis; got {_describe(array.shape)} (axis {axis} is empty)"
+            )
+        if isinstance(want, str):
+            if bound.setdefault(want, got) != got:
+                raise ValueError(
+                    f"{layer} expects {argument} of shape {expected} with "
+                    f"{want} = {bound[want]}; got {_describe(array.shape)}"
+                )
+        elif want != got:
+            raise ValueError(
+                f"{layer} expects {argument} of shape {expected}; "
+                f"got {_describe(array.shape)}"
+            )
+    return array, bound
+
+
+def expect_output_grad(layer, output_grad, output_shape):
+    """Returns ``output_grad`` as a float ndarray shaped like the output."""
+    array, _ = expect_array(layer, "output_grad", output_grad, tuple(output_shape))
+    return array
+
+
+def expect_positive_int(layer, argument, value):
+    """Returns ``value`` as an int, or raises a ValueError naming the argument."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{layer} expects {argument} as a positive int; got {value!r}")
+    return int(value)
+
+
+def expect_probability(layer, argument, value):
+    """Returns ``value`` as a float in [0, 1], or raises a ValueError naming it."""
+    if (
+        not isinstance(value, numbers.Real)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not 0 <= value <= 1
+    ):
+        raise ValueError(
+            f"{layer} expects {argument} as a real number in [0, 1]; got {value!r}"
+        )
+    return float(value)
