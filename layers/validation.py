@@ -43,6 +43,14 @@ def expect_array(layer, argument, value, shape, bound=None):
             f"got dtype {array.dtype}"
         )
     expected = _describe(shape)
+    if shape and shape[-1] == "...":
+        # "..." stands for any number of trailing axes, at least one.
+        if array.ndim < len(shape):
+            raise ValueError(
+                f"{layer} expects {argument} of shape {expected}; "
+                f"got {_describe(array.shape)} ({array.ndim} axes)"
+            )
+        shape = tuple(shape[:-1]) + tuple(f"axis {k}" for k in range(len(shape) - 1, array.ndim))
     if array.ndim != len(shape):
         raise ValueError(
             f"{layer} expects {argument} of shape {expected}; "
@@ -93,3 +101,13 @@ def expect_probability(layer, argument, value):
             f"{layer} expects {argument} as a real number in [0, 1]; got {value!r}"
         )
     return float(value)
+
+
+def reversed_slice(start, count):
+    """``slice`` of ``count`` entries from ``start`` down to ``start - count + 1``.
+
+    A plain ``start:start - count:-1`` goes wrong when ``start - count`` is -1,
+    which Python reads as the last entry.
+    """
+    stop = start - count
+    return slice(start, stop if stop >= 0 else None, -1)

@@ -1,0 +1,605 @@
+"""Emission: one Python module per model, a class with the runtime contract.
+
+The class follows ``layers.module.Module``: its constructor checks and stores
+the arguments and draws the parameters, ``_compute_output`` runs the forward
+pass of the current mode, ``_compute_input_grad`` runs the derived backward
+pass and keeps the parameter gradients it computed for
+``_update_parameters_grad``, which adds them to the accumulated ones.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from codegen.lower import Lowerer
+from codegen.names import Letters, Names
+from derivations.calculus import FreshIndices, normalize
+from derivations.derive import Backward, derive_backward
+from derivations.notation import Model
+
+COMMAND = "python -m codegen"
+
+
+@dataclass
+class Emitted:
+    """A generated module's text and what the docs need to show of it."""
+
+    name: str
+    text: str
+    letters: list = field(default_factory=list)
+    backwards: dict = field(default_factory=dict)
+    functions: dict = field(default_factory=dict)
+
+
+def _indent(lines, depth):
+    pad = "    " * depth
+    return [pad + line if line else "" for line in lines]
+
+
+def _pystr(value) -> str:
+    return repr(value)
+
+
+def _used(bindings, body):
+    """The binding lines whose name the body, or a later kept binding, reads."""
+    text = "\n".join(body)
+    kept = []
+    for line in reversed(bindings):
+        match = re.match(r"(\w+) = ", line)
+        if match is None or re.search(rf"\b{match.group(1)}\b", text):
+            kept.append(line)
+            text += "\n" + line
+    return list(reversed(kept))
+
+
+class _ModuleEmitter:
+    def __init__(self, model: Model, module_name: str):
+        self.model = model
+        self.module_name = module_name
+        self.layer = model.name
+        self.letters = Letters(model.indices)
+        self.arguments = [name for name, _ in model.arguments]
+        self.flatten = "..." in model.input_layout
+        self.backwards: dict[str, Backward] = {}
+        self.functions: dict[str, list[str]] = {}
+        self.imports: set[str] = set()
+
+    # Scopes.
+
+    def _scope(self):
+        """Identifiers for the sizes, constants and tensors of one function."""
+        names = Names()
+        scalars = {}
+        for size in self.model.sizes:
+            scalars[size] = names.name(("size", size.name), size.name)
+        for constant in self.model.constants:
+            scalars[constant.symbol] = names.name(
+                ("constant", constant.name), constant.name
+            )
+        arrays = {}
+        for tensor in self.model.tensors:
+            arrays[tensor.name] = names.name(("tensor", tensor.name), tensor.name)
+        return names, scalars, arrays
+
+    def _argument_code(self, formula: str) -> str:
+        pattern = r"\b(" + "|".join(map(re.escape, self.arguments)) + r")\b"
+        if not self.arguments:
+            return formula
+        return re.sub(pattern, r"self.\1", formula)
+
+    def _prologue(self, lowerer: Lowerer, scalars, arrays, mode: str, backward: bool):
+        """Binds sizes, constants and tensors at the top of a pass."""
+        model = self.model
+        lines = ["dtype = x.dtype"]
+        input_tensor = model.input_tensor
+        input_code = arrays[input_tensor.name]
+        bound_from_input = {}
+        for axis, index in enumerate(input_tensor.indices):
+            size = index.upper + 1
+            if isinstance(size, sp.Symbol) and size not in bound_from_input:
+                bound_from_input[size] = axis
+        for size in model.sizes:
+            code = scalars[size]
+            if size in model.size_bindings and size not in bound_from_input:
+                lines.append(
+                    f"{code} = {self._argument_code(model.size_bindings[size])}"
+                )
+            elif size in bound_from_input:
+                lines.append(f"{code} = {input_code}.shape[{bound_from_input[size]}]")
+        for constant in model.constants:
+            lines.append(f"{scalars[constant.symbol]} = self.{constant.name}")
+        if input_code != "x":
+            lines.append(f"{input_code} = x")
+        for tensor in model.tensors:
+            code = arrays[tensor.name]
+            if tensor.role == "parameter":
+                lines.append(f"{code} = self.{tensor.attribute}")
+            elif tensor.role == "state":
+                lines.append(f"{code} = self.{tensor.attribute}")
+            elif tensor.role == "random" and mode == "train":
+                shape = lowerer._shape(tensor.indices)
+                if backward:
+                    lines += self._mask_check(tensor, shape)
+                    lines.append(f"{code} = self.{tensor.attribute}.reshape({shape})")
+                else:
+                    self.imports.add("draw_keep_mask")
+                    constant = self._probability_constant()
+                    lines.append(
+                        f"{code} = draw_keep_mask(self.generator, {shape}, "
+                        f"{scalars[constant]}, dtype)"
+                    )
+                    lines.append(
+                        f"self.{tensor.attribute} = {code}.reshape(self._input_shape)"
+                    )
+        return lines
+
+    def _probability_constant(self):
+        for constant in self.model.constants:
+            if constant.check == (0.0, 1.0):
+                return constant.symbol
+        raise NotImplementedError(
+            f"model {self.model.name}: a random mask needs a probability constant "
+            "declared with check=(0.0, 1.0)"
+        )
+
+    def _state_init(self, tensor, shape):
+        attribute = tensor.attribute
+        fill = {"zeros": "np.zeros", "ones": "np.ones"}.get(tensor.init)
+        if fill is None:
+            raise NotImplementedError(
+                f"model {self.model.name}: state {tensor.name} with init {tensor.init!r}"
+            )
+        return [
+            f"if self.{attribute} is None:",
+            f"    self.{attribute} = {fill}({shape}, dtype=dtype)",
+            f"if self.{attribute}.shape != {shape}:",
+            "    raise ValueError(",
+            f'        f"{self.layer} holds {attribute} of shape {{self.{attribute}.shape}}; "',
+            f'        f"got input of shape {{x.shape}}, which needs {{{shape}}}"',
+            "    )",
+        ]
+
+    def prepare_state(self) -> list[str]:
+        """``_prepare_state``: creates the state on first use and checks its shape."""
+        states = [t for t in self.model.tensors if t.role == "state"]
+        if not states:
+            return []
+        names, scalars, arrays = self._scope()
+        lowerer = Lowerer(
+            names, self.letters, scalars, arrays, self.model.example_sizes, ""
+        )
+        lines = []
+        for tensor in states:
+            lines += self._state_init(tensor, lowerer._shape(tensor.indices))
+        bindings = ["dtype = x.dtype"] + [
+            f"{scalars[size]} = x.shape[{axis}]"
+            for axis, size in self._input_sizes().items()
+        ]
+        return ["", "    def _prepare_state(self, x):"] + _indent(
+            _used(bindings, lines) + lines, 2
+        )
+
+    def _input_sizes(self):
+        sizes = {}
+        for axis, index in enumerate(self.model.input_tensor.indices):
+            sizes.setdefault(axis, index.upper + 1)
+        return {axis: size for axis, size in sizes.items()}
+
+    def _mask_check(self, tensor, shape):
+        attribute = tensor.attribute
+        return [
+            f"if self.{attribute} is None or self.{attribute}.size != np.prod({shape}):",
+            "    raise ValueError(",
+            f'        "{self.layer}.backward in training mode needs the {attribute} of a "',
+            '        "forward pass on an input of the same shape; run forward first"',
+            "    )",
+        ]
+
+    # Passes.
+
+    def forward_function(self, mode: str) -> list[str]:
+        names, scalars, arrays = self._scope()
+        model = self.model
+        definitions = model.modes[mode].definitions
+        context = f"forward pass of model {model.name} ({mode})"
+        lowerer = Lowerer(
+            names, self.letters, scalars, arrays, model.example_sizes, context
+        )
+        lines = self._prologue(lowerer, scalars, arrays, mode, backward=False)
+        for definition in definitions:
+            code = names.name(("def", definition.name), definition.name)
+            lowerer.arrays[definition.name] = code
+            terms = normalize(definition.expression, FreshIndices())
+            lowerer.terms(terms, definition.indices, name=code)
+        updates = []
+        for update in model.modes[mode].updates:
+            terms = normalize(update.expression, FreshIndices())
+            code = names.temporary("updated")
+            lowerer.terms(terms, update.indices, name=code)
+            updates.append(f"self.{update.state.attribute} = {code}")
+        output = (
+            arrays.get(definitions[-1].name) or lowerer.arrays[definitions[-1].name]
+        )
+        body = lowerer.lines + updates + [f"return {output}.astype(dtype, copy=False)"]
+        body = _used(lines, body) + body
+        self.functions[f"forward {mode}"] = lowerer.lines
+        return body
+
+    def backward_function(self, mode: str) -> list[str]:
+        names, scalars, arrays = self._scope()
+        model = self.model
+        backward = derive_backward(model, mode)
+        self.backwards[mode] = backward
+        context = f"backward pass of model {model.name} ({mode})"
+        lowerer = Lowerer(
+            names, self.letters, scalars, arrays, model.example_sizes, context
+        )
+        lowerer.arrays["output_grad"] = "output_grad"
+        lines = self._prologue(lowerer, scalars, arrays, mode, backward=True)
+
+        # Recompute the forward intermediates the adjoints read.
+        definitions = model.modes[mode].definitions
+        needed = set()
+        for adjoint in backward.adjoints:
+            for term in adjoint.terms:
+                needed |= {str(r.base.label) for r in term.factor.atoms(sp.Indexed)}
+        for definition in reversed(definitions):
+            if definition.name in needed:
+                needed |= {
+                    str(r.base.label) for r in definition.expression.atoms(sp.Indexed)
+                }
+        for definition in definitions:
+            if definition.name in needed:
+                code = names.name(("def", definition.name), definition.name)
+                lowerer.arrays[definition.name] = code
+                lowerer.terms(
+                    normalize(definition.expression, FreshIndices()),
+                    definition.indices,
+                    name=code,
+                )
+
+        results = {}
+        for adjoint in backward.adjoints:
+            code = names.name(("adjoint", adjoint.name), adjoint.name)
+            lowerer.arrays[adjoint.name] = code
+            lowerer.terms(adjoint.terms, adjoint.indices, name=code)
+            results[adjoint.target] = code
+        returned = []
+        for tensor in model.differentiable:
+            if tensor.name in results:
+                returned.append(results[tensor.name])
+            else:
+                code = names.temporary("zero")
+                lowerer.emit(
+                    f"{code} = np.zeros({lowerer._shape(tensor.indices)}, dtype=dtype)"
+                )
+                returned.append(code)
+        returned[0] = f"{returned[0]}.astype(dtype, copy=False)"
+        self.functions[f"backward {mode}"] = lowerer.lines
+        body = lowerer.lines + ["return (" + ", ".join(returned) + ",)"]
+        return _used(lines, body) + body
+
+    # The class.
+
+    def _mode_groups(self):
+        """Modes whose definitions are the same share one method."""
+        groups: dict = {}
+        for mode_name, mode in self.model.modes.items():
+            key = sp.srepr(
+                sp.Tuple(
+                    *(
+                        sp.Tuple(sp.Symbol(d.name), *d.indices, d.expression)
+                        for d in mode.definitions
+                    ),
+                    *(
+                        sp.Tuple(sp.Symbol(u.state.name), u.expression)
+                        for u in mode.updates
+                    ),
+                )
+            )
+            groups.setdefault(key, []).append(mode_name)
+        return list(groups.values())
+
+    def _dispatch(self, kind: str, arguments: str, groups, target: str) -> list[str]:
+        """``target = self._<kind>_<mode>(arguments)`` for the current mode."""
+        if len(groups) == 1:
+            return [f"{target} = self._{kind}_{groups[0][0]}({arguments})"]
+        train = next(group for group in groups if "train" in group)
+        other = next(group for group in groups if "train" not in group)
+        return [
+            "if self.training:",
+            f"    {target} = self._{kind}_{train[0]}({arguments})",
+            "else:",
+            f"    {target} = self._{kind}_{other[0]}({arguments})",
+        ]
+
+    def _input_shape(self) -> str:
+        entries = []
+        for index, name in zip(
+            self.model.input_tensor.indices, self.model.input_layout, strict=True
+        ):
+            size = index.upper + 1
+            if name == "...":
+                entries.append('"..."')
+            elif (
+                size in self.model.size_bindings
+                and self.model.size_bindings[size] in self.arguments
+            ):
+                entries.append(f"self.{self.model.size_bindings[size]}")
+            else:
+                entries.append(_pystr(name))
+        return "(" + ", ".join(entries) + ("," if len(entries) == 1 else "") + ")"
+
+    def _output_shape(self, mode) -> str:
+        output = self.model.modes[mode].output
+        entries = []
+        input_tensor = self.model.input_tensor
+        for index in output.indices:
+            size = index.upper + 1
+            axis = next(
+                (a for a, i in enumerate(input_tensor.indices) if i.upper + 1 == size),
+                None,
+            )
+            if axis is not None:
+                entries.append(f"x.shape[{axis}]")
+            elif size in self.model.size_bindings:
+                entries.append(
+                    f"({self._argument_code(self.model.size_bindings[size])})"
+                )
+            else:
+                raise NotImplementedError(
+                    f"model {self.model.name}: the output size {size} is neither an input "
+                    "size nor bound to an argument"
+                )
+        return "(" + ", ".join(entries) + ("," if len(entries) == 1 else "") + ")"
+
+    def _check_input_lines(self) -> list[str]:
+        if self.flatten:
+            return [
+                f'array, _ = expect_array("{self.layer}", "input", input, ("batch", "..."))',
+                "self._input_shape = array.shape",
+                "x = array.reshape(array.shape[0], -1)",
+            ]
+        return [
+            f'x, _ = expect_array("{self.layer}", "input", input, {self._input_shape()})'
+        ]
+
+    def constructor(self) -> list[str]:
+        model = self.model
+        signature = ["self"]
+        for name, default in model.arguments:
+            signature.append(name if default is None else f"{name}={default!r}")
+        randomized = bool(model.parameters) or any(
+            t.role == "random" for t in model.tensors
+        )
+        if randomized:
+            signature.append("rng=None")
+        lines = [f"def __init__({', '.join(signature)}):", "    super().__init__()"]
+        body = []
+        bound_arguments = set(model.size_bindings.values())
+        for name, _ in model.arguments:
+            constant = next((c for c in model.constants if c.name == name), None)
+            if name in bound_arguments:
+                self.imports.add("expect_positive_int")
+                body.append(
+                    f'self.{name} = expect_positive_int("{self.layer}", "{name}", {name})'
+                )
+            elif constant is not None and constant.check == (0.0, 1.0):
+                self.imports.add("expect_probability")
+                body.append(
+                    f'self.{name} = expect_probability("{self.layer}", "{name}", {name})'
+                )
+            else:
+                body.append(f"self.{name} = {name}")
+        for condition, expected in getattr(model, "argument_checks", []):
+            body += [
+                f"if not ({self._argument_code(condition)}):",
+                "    raise ValueError(",
+                f'        f"{self.layer} expects {expected}; got "',
+                '        f"'
+                + ", ".join(f"{a}={{{a}!r}}" for a in self.arguments)
+                + '"',
+                "    )",
+            ]
+        if randomized:
+            self.imports.add("make_generator")
+            body.append("generator = make_generator(rng)")
+        if model.parameters:
+            body.append(f"scale = {self._argument_code(model.init_scale)}")
+        for tensor in model.parameters:
+            shape = []
+            for index in tensor.indices:
+                size = index.upper + 1
+                if size not in model.size_bindings:
+                    raise NotImplementedError(
+                        f"model {model.name}: parameter {tensor.name} has a size {size} "
+                        "that no constructor argument gives"
+                    )
+                shape.append(self._argument_code(model.size_bindings[size]))
+            shape_code = "(" + ", ".join(shape) + ("," if len(shape) == 1 else "") + ")"
+            body.append(
+                f"self.{tensor.attribute} = generator.uniform(-scale, scale, size={shape_code})"
+            )
+        for tensor in model.parameters:
+            body.append(
+                f"self.{tensor.grad_attribute} = np.zeros_like(self.{tensor.attribute})"
+            )
+        for tensor in model.tensors:
+            if tensor.role == "state":
+                body.append(f"self.{tensor.attribute} = None")
+            if tensor.role == "random":
+                body += [
+                    "self.generator = generator",
+                    f"self.{tensor.attribute} = None",
+                ]
+        if model.parameters:
+            body.append("self._pending_parameters_grad = None")
+        return lines + _indent(body, 1)
+
+    def emit_class(self) -> list[str]:
+        model = self.model
+        groups = self._mode_groups()
+        lines = [f"class {model.name}(Module):", f'    """{model.summary}"""', ""]
+        for constant in model.constants:
+            if constant.kind == "class_attribute":
+                lines.append(f"    {constant.name} = {constant.default!r}")
+        if any(c.kind == "class_attribute" for c in model.constants):
+            lines.append("")
+        lines += _indent(self.constructor(), 1)
+
+        stateful = any(t.role == "state" for t in model.tensors)
+        prepare = ["self._prepare_state(x)"] if stateful else []
+        lines += ["", "    def _compute_output(self, input):"]
+        body = (
+            self._check_input_lines()
+            + prepare
+            + self._dispatch("forward", "x", groups, "output")
+        )
+        if self.flatten:
+            body.append("return output.reshape(array.shape)")
+        else:
+            body.append("return output")
+        lines += _indent(body, 2)
+
+        lines += ["", "    def _compute_input_grad(self, input, output_grad):"]
+        body = self._check_input_lines()
+        if self.flatten:
+            body += [
+                f'output_grad, _ = expect_array("{self.layer}", "output_grad", output_grad, array.shape)',
+                "output_grad = output_grad.reshape(x.shape)",
+            ]
+        else:
+            shape = self._output_shape(next(iter(model.modes)))
+            body.append(
+                f'output_grad, _ = expect_array("{self.layer}", "output_grad", output_grad, {shape})'
+            )
+        body += prepare + self._dispatch("backward", "x, output_grad", groups, "grads")
+        if model.parameters:
+            body.append("self._pending_parameters_grad = grads[1:]")
+        body.append(
+            "return grads[0].reshape(array.shape)"
+            if self.flatten
+            else "return grads[0]"
+        )
+        lines += _indent(body, 2)
+
+        if model.parameters:
+            lines += ["", "    def _update_parameters_grad(self, input, output_grad):"]
+            body = [
+                "pending = self._pending_parameters_grad",
+                "self._pending_parameters_grad = None",
+                "if pending is None:",
+                "    self._compute_input_grad(input, output_grad)",
+                "    pending, self._pending_parameters_grad = self._pending_parameters_grad, None",
+            ]
+            for position, tensor in enumerate(model.parameters):
+                body.append(f"self.{tensor.grad_attribute} += pending[{position}]")
+            lines += _indent(body, 2)
+            attributes = ", ".join(f"self.{t.attribute}" for t in model.parameters)
+            grads = ", ".join(f"self.{t.grad_attribute}" for t in model.parameters)
+            lines += [
+                "",
+                "    def get_parameters(self):",
+                f"        return [{attributes}]",
+            ]
+            lines += [
+                "",
+                "    def get_parameters_grad(self):",
+                f"        return [{grads}]",
+            ]
+
+        shown = [name for name, _ in model.arguments]
+        if shown:
+            fields = ", ".join(f"{name}={{self.{name}!r}}" for name in shown)
+            lines += ["", "    def _extra_repr(self):", f'        return f"{fields}"']
+
+        lines += self.prepare_state()
+        for group in groups:
+            mode = group[0]
+            lines += ["", f"    def _forward_{mode}(self, x):"]
+            lines += _indent(self.forward_function(mode), 2)
+        for group in groups:
+            mode = group[0]
+            lines += ["", f"    def _backward_{mode}(self, x, output_grad):"]
+            lines += _indent(self.backward_function(mode), 2)
+        return lines
+
+
+def _docstring(model: Model, emitter: _ModuleEmitter, module_name: str) -> list[str]:
+    lines = [f'"""{model.name}: {model.summary}', ""]
+    lines.append(
+        "Forward definitions, by mode (reads outside a tensor's range are zero):"
+    )
+    for mode_name, mode in model.modes.items():
+        lines.append("")
+        lines.append(f"    {mode_name}:")
+        for definition in mode.definitions:
+            indices = ", ".join(map(str, definition.indices))
+            lines.append(
+                f"        {definition.name}[{indices}] = {sp.sstr(definition.expression)}"
+            )
+        for update in mode.updates:
+            indices = ", ".join(map(str, update.indices))
+            lines.append(
+                f"        {update.state.name}[{indices}] <- {sp.sstr(update.expression)}"
+            )
+    lines += ["", "Derived backward passes (vector-Jacobian products):"]
+    for mode_name, backward in emitter.backwards.items():
+        lines.append("")
+        lines.append(f"    {mode_name}:")
+        for adjoint in backward.adjoints:
+            indices = ", ".join(map(str, adjoint.indices))
+            lines.append(
+                f"        {adjoint.name}[{indices}] = {sp.sstr(adjoint.expression)}"
+            )
+    table = ", ".join(
+        f"{index} -> {letter}" for index, letter in emitter.letters.table()
+    )
+    lines += ["", f"Einsum letters: {table}.", '"""']
+    return lines
+
+
+def emit_module(model: Model, module_name: str) -> Emitted:
+    """The text of the generated module for ``model``."""
+    emitter = _ModuleEmitter(model, module_name)
+    class_lines = emitter.emit_class()
+    body = "\n".join(class_lines)
+    validation = ["expect_array"]
+    for name in ("expect_positive_int", "expect_probability"):
+        if name in emitter.imports:
+            validation.append(name)
+    if "reversed_slice(" in body:
+        validation.append("reversed_slice")
+    random = [
+        name for name in ("draw_keep_mask", "make_generator") if name in emitter.imports
+    ]
+    header = [
+        f"# Generated by symbolic-backprop from {model.source} (model {model.name}).",
+        f"# Do not edit: rebuild with `{COMMAND} {module_name}`.",
+    ]
+    imports = ["import numpy as np"]
+    if "sliding_window_view(" in body:
+        imports.append("from numpy.lib.stride_tricks import sliding_window_view")
+    imports.append("")
+    imports.append("from layers.module import Module")
+    if random:
+        imports.append(f"from layers.random import {', '.join(sorted(random))}")
+    imports.append(f"from layers.validation import {', '.join(sorted(validation))}")
+    text = "\n".join(
+        header
+        + _docstring(model, emitter, module_name)
+        + [""]
+        + imports
+        + ["", ""]
+        + class_lines
+    )
+    return Emitted(
+        module_name,
+        text.rstrip() + "\n",
+        emitter.letters.table(),
+        emitter.backwards,
+        emitter.functions,
+    )

@@ -1,0 +1,427 @@
+"""Lowering: from index expressions to NumPy statements.
+
+A sum of terms becomes, for each term, one ``np.einsum`` over the arrays its
+summed part reads (with the contraction path chosen here, at generation time,
+at the model's example sizes) times an elementwise NumPy expression of the rest.
+A read at shifted indices becomes ``np.pad`` plus ``sliding_window_view`` and a
+slice; a read at a reversed index becomes a reversed slice, which is how the
+flipped kernel of a convolution's input gradient appears.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import opt_einsum
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.pycode import PythonCodePrinter
+
+from codegen.names import Letters, Names
+from derivations.affine import InRange, affine_parts, value_range
+from derivations.calculus import FreshIndices, normalize, split_factor
+
+
+class _ArrayPrinter(NumPyPrinter):
+    """NumPy printer that writes ``np.`` and lowers Piecewise to ``np.where``."""
+
+    def __init__(self):
+        super().__init__({"fully_qualified_modules": True})
+
+    def doprint(self, expr, assign_to=None):
+        return super().doprint(expr, assign_to).replace("numpy.", "np.")
+
+    def _print_Piecewise(self, expr):
+        *pieces, (last, condition) = expr.args
+        if condition != sp.true:
+            raise NotImplementedError(f"a Piecewise without a default branch: {expr}")
+        code = self._print(last)
+        for value, cond in reversed(pieces):
+            code = f"np.where({self._print(cond)}, {self._print(value)}, {code})"
+        return code
+
+    def _print_Max(self, expr):
+        code = self._print(expr.args[0])
+        for arg in expr.args[1:]:
+            code = f"np.maximum({code}, {self._print(arg)})"
+        return code
+
+    def _print_Min(self, expr):
+        code = self._print(expr.args[0])
+        for arg in expr.args[1:]:
+            code = f"np.minimum({code}, {self._print(arg)})"
+        return code
+
+    def _print_KroneckerDelta(self, expr):
+        raise NotImplementedError(
+            f"a Kronecker delta left between free indices: {expr}"
+        )
+
+    def _print_InRange(self, expr):
+        raise NotImplementedError(
+            f"a range bracket that no zero-padded read absorbs: {expr}"
+        )
+
+
+class _ScalarPrinter(PythonCodePrinter):
+    """Plain Python for scalar expressions of sizes and constants."""
+
+    def _print_Max(self, expr):
+        return "max(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Min(self, expr):
+        return "min(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+
+@dataclass(frozen=True)
+class Operand:
+    """An array in scope: its code and the index of each of its axes."""
+
+    code: str
+    indices: tuple
+
+
+class Lowerer:
+    """Emits the statements of one generated function.
+
+    Args:
+        names: identifiers of the module.
+        letters: einsum letters of the module.
+        scalars: ``{symbol: identifier}`` for sizes and constants in scope.
+        arrays: ``{tensor name: identifier}`` for arrays in scope.
+        example_sizes: ``{size symbol: int}``, to choose contraction paths.
+        context: names the model and the pass, for error messages.
+    """
+
+    def __init__(
+        self, names: Names, letters: Letters, scalars, arrays, example_sizes, context
+    ):
+        self.names = names
+        self.letters = letters
+        self.scalars = dict(scalars)
+        self.arrays = dict(arrays)
+        self.example_sizes = example_sizes
+        self.context = context
+        self.lines: list[str] = []
+        self.cache: dict = {}
+        self.array_printer = _ArrayPrinter()
+        self.scalar_printer = _ScalarPrinter()
+
+    # Printing.
+
+    def _symbols(self, expr):
+        return expr.xreplace(
+            {symbol: sp.Symbol(code) for symbol, code in self.scalars.items()}
+        )
+
+    def scalar(self, expr) -> str:
+        """Python code of a scalar expression of sizes and constants."""
+        expr = sp.sympify(expr)
+        unknown = expr.free_symbols - set(self.scalars)
+        if unknown:
+            raise NotImplementedError(
+                f"{self.context}: symbols {sorted(map(str, unknown))} are not sizes "
+                "or constants of the model"
+            )
+        return self.scalar_printer.doprint(self._symbols(expr))
+
+    def emit(self, line: str) -> None:
+        self.lines.append(line)
+
+    # Reads.
+
+    def read(self, read: sp.Indexed) -> Operand:
+        """The array of a tensor read, padded, windowed and sliced as needed."""
+        key = ("read", sp.srepr(read))
+        if key in self.cache:
+            return self.cache[key]
+        label = str(read.base.label)
+        if label not in self.arrays:
+            raise NotImplementedError(f"{self.context}: {label} is not available here")
+        code = self.arrays[label]
+        shape = read.base.shape
+        axes, pads, windows, selectors = [], [], [], []
+        for axis, (position, size) in enumerate(zip(read.indices, shape)):
+            plan = self._axis_plan(position, size, axis, len(windows), read)
+            pads.append(plan["pad"])
+            selectors.append(plan["selector"])
+            if plan["index"] is not None:
+                axes.append(plan["index"])
+            if plan["window"] is not None:
+                windows.append(plan["window"])
+        axes.extend(window[2] for window in windows)
+
+        current = code
+        if any(low != 0 or high != 0 for low, high in pads):
+            target = self.names.temporary("padded")
+            widths = ", ".join(
+                f"({self.scalar(lo)}, {self.scalar(hi)})" for lo, hi in pads
+            )
+            self.emit(f"{target} = np.pad({current}, ({widths},))")
+            current = target
+        for axis, length, _, _ in windows:
+            target = current if current != code else self.names.temporary("windows")
+            self.emit(
+                f"{target} = sliding_window_view({current}, {self.scalar(length)}, axis={axis})"
+            )
+            current = target
+        selectors.extend("::-1" if reverse else ":" for _, _, _, reverse in windows)
+        while selectors and selectors[-1] == ":":
+            selectors.pop()
+        if selectors:
+            current = f"{current}[{', '.join(selectors)}]"
+        operand = Operand(current, tuple(axes))
+        self.cache[key] = operand
+        return operand
+
+    def _axis_plan(self, position, size, axis, windows_before, read):
+        context = f"{self.context}, read {read}"
+        coefficients, offset = affine_parts(position, context)
+        if (
+            list(coefficients.values()) == [1]
+            and offset == 0
+            and sp.expand(next(iter(coefficients)).upper - (size - 1)) == 0
+        ):
+            index = next(iter(coefficients))
+            return {"pad": (0, 0), "selector": ":", "index": index, "window": None}
+        low, high = value_range(position, context)
+        pad_low = sp.Max(0, -low)
+        pad_high = sp.Max(0, sp.expand(high - (size - 1)))
+        start = sp.expand(offset + pad_low)
+        plan = {"pad": (pad_low, pad_high), "index": None, "window": None}
+        if not coefficients:
+            plan["selector"] = self.scalar(start)
+            return plan
+        if (
+            any(c not in (1, -1) for c in coefficients.values())
+            or len(coefficients) > 2
+        ):
+            raise NotImplementedError(
+                f"{context}: an index expression {position} with more than two "
+                "indices or a coefficient other than +1 and -1 (strides)"
+            )
+        ordered = sorted(
+            coefficients,
+            key=lambda i: (self._example(i.upper + 1), str(i)),
+        )
+        if len(ordered) == 2:
+            window_index, index = ordered[0], ordered[1]
+            length = window_index.upper + 1
+            reverse = coefficients[window_index] == -1
+            if reverse:
+                start = sp.expand(start - (length - 1))
+            plan["window"] = (axis, length, window_index, reverse)
+        else:
+            index = ordered[0]
+        count = index.upper + 1
+        plan["index"] = index
+        if coefficients[index] == 1:
+            plan["selector"] = f"{self.scalar(start)}:{self.scalar(start + count)}"
+        else:
+            plan["selector"] = (
+                f"reversed_slice({self.scalar(start)}, {self.scalar(count)})"
+            )
+        return plan
+
+    def _example(self, size) -> int:
+        examples = {symbol: sp.Integer(v) for symbol, v in self.example_sizes.items()}
+        value = sp.sympify(sp.sympify(size).xreplace(examples))
+        if not value.is_Number:
+            return 1
+        return int(value)
+
+    # Elementwise expressions.
+
+    def align(self, operand: Operand, indices) -> str:
+        """Code of ``operand`` with axes reordered and expanded to ``indices``."""
+        own = list(operand.indices)
+        if len(set(own)) != len(own):
+            letters = "".join(self.letters.letter(i) for i in own)
+            unique = list(dict.fromkeys(own))
+            target = "".join(self.letters.letter(i) for i in unique)
+            operand = Operand(
+                f"np.einsum('{letters}->{target}', {operand.code})", tuple(unique)
+            )
+            own = unique
+        missing = [i for i in own if i not in indices]
+        if missing:
+            raise NotImplementedError(
+                f"{self.context}: index {missing[0]} of {operand.code} is not free here"
+            )
+        code = operand.code
+        order = [i for i in indices if i in own]
+        if order != own:
+            permutation = ", ".join(str(own.index(i)) for i in order)
+            code = f"{code}.transpose({permutation})"
+        if order == list(indices):
+            return code
+        selectors = [":" if i in own else "None" for i in indices]
+        if (
+            code.endswith("]")
+            and "transpose" not in code
+            and "(" not in code.split("[")[0]
+        ):
+            return f"({code})[{', '.join(selectors)}]"
+        return f"{code}[{', '.join(selectors)}]"
+
+    def elementwise(self, expr, indices) -> str:
+        """NumPy code of a sum-free expression, broadcast to ``indices``."""
+        expr = self._hoist_scalars(self._name_sums(expr))
+        stand_ins = {}
+        for read in sorted(expr.atoms(sp.Indexed), key=sp.srepr):
+            operand = self.read(read)
+            stand_ins[read] = sp.Symbol(self.align(operand, indices))
+        for bracket in expr.atoms(InRange):
+            raise NotImplementedError(
+                f"{self.context}: a range bracket {bracket} that no zero-padded read absorbs"
+            )
+        unknown = (
+            expr.xreplace(stand_ins).free_symbols
+            - set(self.scalars)
+            - set(stand_ins.values())
+        )
+        if unknown:
+            raise NotImplementedError(
+                f"{self.context}: unknown symbols {sorted(map(str, unknown))}"
+            )
+        return self.array_printer.doprint(self._symbols(expr.xreplace(stand_ins)))
+
+    def _hoist_scalars(self, expr):
+        """Computes each scalar Piecewise once, as plain Python.
+
+        Plain Python evaluates only the branch taken, so ``1 / (1 - p)`` is never
+        evaluated at ``p = 1``; ``np.where`` would evaluate both branches.
+        """
+        found = [
+            node
+            for node in sp.preorder_traversal(expr)
+            if isinstance(node, sp.Piecewise)
+            and not node.atoms(sp.Idx)
+            and not node.atoms(sp.Indexed)
+        ]
+        replacements = {}
+        for node in found:
+            key = ("scalar", sp.srepr(node))
+            if key not in self.cache:
+                name = self.names.temporary("scale")
+                self.emit(f"{name} = {self.scalar(node)}")
+                symbol = sp.Symbol(name)
+                self.scalars[symbol] = name
+                self.cache[key] = symbol
+            replacements[node] = self.cache[key]
+        return expr.xreplace(replacements)
+
+    def _name_sums(self, expr):
+        """Computes each sum nested in ``expr`` into its own array first."""
+        sums = [
+            node for node in sp.preorder_traversal(expr) if isinstance(node, sp.Sum)
+        ]
+        outermost = [s for s in sums if not any(s != o and o.has(s) for o in sums)]
+        replacements = {}
+        for summation in outermost:
+            free = self._ordered(summation.free_symbols & summation.atoms(sp.Idx))
+            free = [i for i in free if isinstance(i, sp.Idx)]
+            code = self.terms(normalize(summation, FreshIndices()), free)
+            base = sp.IndexedBase(code, shape=tuple(i.upper + 1 for i in free))
+            self.arrays[code] = code
+            replacements[summation] = base[tuple(free)] if free else sp.Symbol(code)
+            if not free:
+                self.scalars[sp.Symbol(code)] = code
+        return expr.xreplace(replacements)
+
+    def _ordered(self, indices):
+        return sorted(
+            indices,
+            key=lambda i: self.letters.letter(i) if isinstance(i, sp.Idx) else "",
+        )
+
+    # Sums of terms.
+
+    def terms(self, terms, indices, name: str | None = None, dtype="dtype") -> str:
+        """Emits ``name = sum of terms`` with axes ``indices``; returns ``name``."""
+        indices = list(indices)
+        name = name or self.names.temporary("t")
+        if not terms:
+            shape = self._shape(indices)
+            self.emit(f"{name} = np.zeros({shape}, dtype={dtype})")
+            return name
+        parts, covered = [], set()
+        for term in terms:
+            code, used = self._term(term, indices)
+            parts.append(code)
+            covered |= used
+        total = parts[0]
+        for part in parts[1:]:
+            total = (
+                f"{total} - {part[1:]}" if part.startswith("-") else f"{total} + {part}"
+            )
+        if covered != set(indices):
+            total = f"np.broadcast_to({total}, {self._shape(indices)}).astype({dtype})"
+        elif total.isidentifier():
+            # A bare read: copy, so the result never aliases the caller's array.
+            total = f"{total}.copy()"
+        self.emit(f"{name} = {total}")
+        return name
+
+    def _shape(self, indices) -> str:
+        sizes = [self.scalar(i.upper + 1) for i in indices]
+        return "(" + ", ".join(sizes) + ("," if len(sizes) == 1 else "") + ")"
+
+    def _term(self, term, indices):
+        """Code of one term, broadcastable to ``indices``, and the indices it covers."""
+        if not term.summed:
+            used = term.factor.atoms(sp.Idx) & set(indices)
+            return self.elementwise(term.factor, indices), used
+        outside, inside = split_factor(term.factor, term.summed)
+        operands = []
+        for arg in sp.Mul.make_args(inside):
+            if isinstance(arg, sp.Indexed):
+                operands.append(self.read(arg))
+                continue
+            own = self._ordered(arg.atoms(sp.Idx))
+            key = ("elementwise", sp.srepr(arg))
+            if key not in self.cache:
+                target = self.names.temporary("t")
+                self.emit(f"{target} = {self.elementwise(arg, own)}")
+                self.cache[key] = Operand(target, tuple(own))
+            operands.append(self.cache[key])
+        kept = [i for i in indices if any(i in op.indices for op in operands)]
+        result = self._einsum(operands, kept)
+        base = sp.IndexedBase(result, shape=tuple(i.upper + 1 for i in kept))
+        self.arrays[result] = result
+        product = outside * (base[tuple(kept)] if kept else sp.Symbol(result))
+        if not kept:
+            self.scalars[sp.Symbol(result)] = result
+        used = (outside.atoms(sp.Idx) | set(kept)) & set(indices)
+        return self.elementwise(product, indices), used
+
+    def _einsum(self, operands, output) -> str:
+        inputs = [
+            "".join(self.letters.letter(i) for i in op.indices) for op in operands
+        ]
+        target = "".join(self.letters.letter(i) for i in output)
+        subscripts = ",".join(inputs) + "->" + target
+        key = ("einsum", subscripts, tuple(op.code for op in operands))
+        if key in self.cache:
+            return self.cache[key]
+        name = self.names.temporary("c")
+        arguments = ", ".join(op.code for op in operands)
+        if len(operands) == 1:
+            self.emit(f"{name} = np.einsum('{subscripts}', {arguments})")
+        else:
+            shapes = [
+                tuple(self._example(i.upper + 1) for i in op.indices) for op in operands
+            ]
+            path, info = opt_einsum.contract_path(
+                subscripts, *shapes, shapes=True, optimize="optimal"
+            )
+            steps = ", ".join(str(tuple(step)) for step in path)
+            self.emit(
+                f"# path cost at example sizes: {float(info.opt_cost):.3g} operations"
+            )
+            self.emit(
+                f"{name} = np.einsum('{subscripts}', {arguments}, "
+                f"optimize=['einsum_path', {steps}])"
+            )
+        self.cache[key] = name
+        return name

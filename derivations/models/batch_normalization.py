@@ -1,0 +1,44 @@
+"""Batch normalization of a (batch, feature) input.
+
+Training normalizes each feature with the batch mean and the biased batch
+variance and updates the moving averages; evaluation normalizes with the moving
+averages.
+"""
+
+from sympy import Sum, sqrt
+
+from derivations.notation import Model
+
+
+def build() -> Model:
+    model = Model(
+        "BatchNormalization",
+        "Normalizes each feature over the batch.",
+        source="derivations/models/batch_normalization.py",
+    )
+    B = model.size("B", example=256)
+    N = model.size("N", example=1024)
+    b = model.index("b", B)
+    n = model.index("n", N)
+    x = model.input("x", (b, n), layout=("batch", "N"))
+    eps = model.constant("EPS", 1e-3, kind="class_attribute")
+    alpha = model.constant("alpha", 0.0, check=(0.0, 1.0))
+    moving_mean = model.state("moving_mean", (n,), init="zeros")
+    moving_variance = model.state("moving_variance", (n,), init="ones")
+
+    with model.mode("train"):
+        mean = model.define("mean", (n,), Sum(x[b, n], (b, 0, B - 1)) / B)
+        var = model.define(
+            "var", (n,), Sum((x[b, n] - mean[n]) ** 2, (b, 0, B - 1)) / B
+        )
+        model.define("y", (b, n), (x[b, n] - mean[n]) / sqrt(var[n] + eps))
+        model.update(moving_mean, (n,), moving_mean[n] * alpha + mean[n] * (1 - alpha))
+        model.update(
+            moving_variance, (n,), moving_variance[n] * alpha + var[n] * (1 - alpha)
+        )
+
+    with model.mode("evaluate"):
+        model.define(
+            "y", (b, n), (x[b, n] - moving_mean[n]) / sqrt(moving_variance[n] + eps)
+        )
+    return model

@@ -1,0 +1,299 @@
+"""The index notation in which layer models are written.
+
+Notation, stated once and used everywhere in the library:
+
+- A *size* is a positive integer SymPy symbol (B batch, N features, C input
+  channels, O output channels, H and W rows and columns, K kernel width). One
+  derivation serves every shape.
+- An *index* is a ``sympy.Idx`` running over ``0 .. size - 1``. Index names follow
+  the math: b batch, n feature, c/o channels, h/w rows/columns, kh/kw kernel
+  offsets.
+- A *tensor* is a ``sympy.IndexedBase`` with a declared shape. ``x[b, n]`` reads
+  one entry. An axis may be read at an affine index such as ``h + kh - P``; a read
+  outside the tensor's range is zero, which is how zero padding is written.
+- A *definition* ``name[indices] = expression`` names an intermediate; its
+  expression reads inputs, parameters, state, constants and earlier definitions,
+  and may sum over indices with ``sympy.Sum(body, (index, 0, size - 1))``.
+- ``jacobian``: the full derivative ``d out[I] / d x[K]``, written with Kronecker
+  deltas. ``vjp``: the vector-Jacobian product ``sum_I output_grad[I] *
+  d out[I] / d x[K]``, which is what a backward pass computes.
+- ``output_grad`` is the upstream gradient a backward pass receives;
+  ``input_grad`` and ``grad_<param>`` are what it returns. The adjoint of an
+  intermediate ``t`` is written ``grad_t``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+RESERVED_NAMES = frozenset({"np", "self", "output_grad", "input_grad"})
+
+
+def size_symbol(name: str) -> sp.Symbol:
+    """A size: a positive integer symbol."""
+    return sp.Symbol(name, integer=True, positive=True)
+
+
+def nonnegative_symbol(name: str) -> sp.Symbol:
+    """A non-negative integer symbol, such as a padding width."""
+    return sp.Symbol(name, integer=True, nonnegative=True)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A named array of the model: input, parameter, state or random draw.
+
+    Attributes:
+        base: the SymPy ``IndexedBase`` that reads it.
+        indices: its canonical indices, one per axis; they give its shape.
+        role: "input", "parameter", "state", "random" or "output_grad".
+        attribute: the layer attribute that holds it ("W", "gamma", ...).
+        grad_attribute: for parameters, the attribute of its gradient.
+        init: for parameters and state, how the runtime fills it: a string
+            understood by the emitter ("zeros", "ones", "uniform").
+    """
+
+    base: sp.IndexedBase
+    indices: tuple
+    role: str
+    attribute: str = ""
+    grad_attribute: str = ""
+    init: str = ""
+
+    @property
+    def name(self) -> str:
+        return str(self.base.label)
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(index.upper + 1 for index in self.indices)
+
+    def __getitem__(self, indices):
+        return self.base[indices]
+
+
+@dataclass(frozen=True)
+class Definition:
+    """``name[indices] = expression``: one named step of a forward pass."""
+
+    name: str
+    indices: tuple
+    expression: sp.Expr
+    base: sp.IndexedBase
+
+    def __getitem__(self, indices):
+        return self.base[indices]
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(index.upper + 1 for index in self.indices)
+
+
+@dataclass(frozen=True)
+class Update:
+    """``state[indices] = expression`` applied after a training forward pass."""
+
+    state: Tensor
+    indices: tuple
+    expression: sp.Expr
+
+
+@dataclass(frozen=True)
+class Constant:
+    """A scalar of the layer: a constructor argument or a class attribute.
+
+    Attributes:
+        symbol: the SymPy symbol the formulas use.
+        default: its default value (None: the argument is required).
+        kind: "argument" (constructor argument) or "class_attribute".
+        check: an optional range the runtime enforces, as ``(low, high)``.
+    """
+
+    symbol: sp.Symbol
+    default: object
+    kind: str
+    check: tuple | None = None
+
+    @property
+    def name(self) -> str:
+        return self.symbol.name
+
+
+@dataclass
+class Mode:
+    """The definitions and state updates of one mode (train or evaluate)."""
+
+    name: str
+    definitions: list = field(default_factory=list)
+    updates: list = field(default_factory=list)
+
+    @property
+    def output(self) -> Definition:
+        return self.definitions[-1]
+
+
+class ModelError(ValueError):
+    """A model is written wrongly: the message names the model and the place."""
+
+
+class Model:
+    """A layer written once in index notation.
+
+    Build one by declaring sizes, indices, tensors and constants, then the
+    definitions of each mode; the last definition of a mode is its output.
+    """
+
+    def __init__(self, name: str, summary: str, source: str):
+        self.name = name
+        self.summary = summary
+        self.source = source
+        self.sizes: list[sp.Symbol] = []
+        self.indices: list[sp.Idx] = []
+        self.tensors: list[Tensor] = []
+        self.constants: list[Constant] = []
+        self.modes: dict[str, Mode] = {}
+        self.arguments: list[tuple[str, object]] = []
+        self.size_bindings: dict[sp.Symbol, str] = {}
+        self.example_sizes: dict[sp.Symbol, int] = {}
+        self.init_scale: str = "1.0"
+        self.input_layout: tuple = ()
+        self.argument_checks: list[tuple[str, str]] = []
+        self._current: Mode | None = None
+
+    # Declarations.
+
+    def size(self, name: str, example: int, bound_to: str | None = None):
+        """Declares a size; ``example`` is used to choose contraction paths."""
+        symbol = size_symbol(name)
+        self.sizes.append(symbol)
+        self.example_sizes[symbol] = example
+        if bound_to is not None:
+            self.size_bindings[symbol] = bound_to
+        return symbol
+
+    def derived_size(self, name: str, formula: str, example: int):
+        """A non-negative integer computed by the runtime from the arguments."""
+        symbol = nonnegative_symbol(name)
+        self.sizes.append(symbol)
+        self.example_sizes[symbol] = example
+        self.size_bindings[symbol] = formula
+        return symbol
+
+    def index(self, name: str, size: sp.Symbol) -> sp.Idx:
+        """Declares an index running over ``0 .. size - 1``."""
+        index = sp.Idx(name, size)
+        self.indices.append(index)
+        return index
+
+    def argument(self, name: str, default=None):
+        """A constructor argument that is not a formula constant."""
+        self.arguments.append((name, default))
+
+    def require(self, condition: str, expected: str) -> None:
+        """A check of the constructor arguments, as Python over their names."""
+        self.argument_checks.append((condition, expected))
+
+    def constant(self, name, default, kind="argument", check=None):
+        """A scalar constant; returns its symbol."""
+        symbol = sp.Symbol(name, real=True)
+        self.constants.append(Constant(symbol, default, kind, check))
+        if kind == "argument":
+            self.arguments.append((name, default))
+        return symbol
+
+    def _tensor(self, name, indices, role, **extra) -> Tensor:
+        if name in RESERVED_NAMES:
+            raise ModelError(f"model {self.name}: the name {name!r} is reserved")
+        indices = tuple(indices)
+        shape = tuple(index.upper + 1 for index in indices)
+        tensor = Tensor(sp.IndexedBase(name, shape=shape), indices, role, **extra)
+        self.tensors.append(tensor)
+        return tensor
+
+    def input(self, name, indices, layout) -> Tensor:
+        """The layer's input; ``layout`` names its axes for error messages."""
+        self.input_layout = tuple(layout)
+        return self._tensor(name, indices, "input")
+
+    def parameter(self, name, indices, attribute, grad_attribute, init="uniform"):
+        """A learnable parameter in ``attribute``, its gradient in ``grad_attribute``."""
+        return self._tensor(
+            name,
+            indices,
+            "parameter",
+            attribute=attribute,
+            grad_attribute=grad_attribute,
+            init=init,
+        )
+
+    def state(self, name, indices, init) -> Tensor:
+        """A buffer that training updates (moving averages)."""
+        return self._tensor(name, indices, "state", attribute=name, init=init)
+
+    def random(self, name, indices) -> Tensor:
+        """A random 0/1 keep mask drawn in a training forward pass."""
+        return self._tensor(name, indices, "random", attribute=name)
+
+    # Definitions.
+
+    def mode(self, name: str) -> Model:
+        """Starts the definitions of mode ``name``; use as ``with model.mode(..)``."""
+        self._current = self.modes.setdefault(name, Mode(name))
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._current = None
+        return False
+
+    def define(self, name: str, indices, expression) -> Definition:
+        """``name[indices] = expression``; returns a readable handle."""
+        if self._current is None:
+            raise ModelError(f"model {self.name}: define {name!r} inside a mode")
+        if name in RESERVED_NAMES or any(t.name == name for t in self.tensors):
+            raise ModelError(
+                f"model {self.name}: definition {name!r} clashes with a reserved "
+                "name or a tensor"
+            )
+        indices = tuple(indices)
+        shape = tuple(index.upper + 1 for index in indices)
+        base = sp.IndexedBase(name, shape=shape)
+        definition = Definition(name, indices, sp.sympify(expression), base)
+        self._current.definitions.append(definition)
+        return definition
+
+    def update(self, state: Tensor, indices, expression) -> None:
+        """A state update applied after the current mode's forward pass."""
+        if self._current is None:
+            raise ModelError(f"model {self.name}: update {state.name!r} inside a mode")
+        self._current.updates.append(
+            Update(state, tuple(indices), sp.sympify(expression))
+        )
+
+    # Queries.
+
+    def tensor(self, name: str) -> Tensor:
+        for tensor in self.tensors:
+            if tensor.name == name:
+                return tensor
+        raise KeyError(name)
+
+    @property
+    def input_tensor(self) -> Tensor:
+        return next(t for t in self.tensors if t.role == "input")
+
+    @property
+    def parameters(self) -> list[Tensor]:
+        return [t for t in self.tensors if t.role == "parameter"]
+
+    @property
+    def differentiable(self) -> list[Tensor]:
+        """The tensors a backward pass returns gradients for: input, parameters."""
+        return [t for t in self.tensors if t.role in ("input", "parameter")]
+
+    def __repr__(self):
+        return f"Model({self.name!r}, modes={list(self.modes)})"
