@@ -150,14 +150,16 @@ class _ModuleEmitter:
         fill = {"zeros": "np.zeros", "ones": "np.ones"}.get(tensor.init)
         if fill is None:
             raise NotImplementedError(
-                f"model {self.model.name}: state {tensor.name} with init {tensor.init!r}"
+                f"model {self.model.name}: state {tensor.name} with init "
+                f"{tensor.init!r}"
             )
         return [
             f"if self.{attribute} is None:",
             f"    self.{attribute} = {fill}({shape}, dtype=dtype)",
             f"if self.{attribute}.shape != {shape}:",
             "    raise ValueError(",
-            f'        f"{self.layer} holds {attribute} of shape {{self.{attribute}.shape}}; "',
+            f'        f"{self.layer} holds {attribute} of shape "',
+            f'        f"{{self.{attribute}.shape}}; "',
             f'        f"got input of shape {{x.shape}}, which needs {{{shape}}}"',
             "    )",
         ]
@@ -191,9 +193,11 @@ class _ModuleEmitter:
     def _mask_check(self, tensor, shape):
         attribute = tensor.attribute
         return [
-            f"if self.{attribute} is None or self.{attribute}.size != np.prod({shape}):",
+            f"mask = self.{attribute}",
+            f"if mask is None or mask.size != np.prod({shape}):",
             "    raise ValueError(",
-            f'        "{self.layer}.backward in training mode needs the {attribute} of a "',
+            f'        "{self.layer}.backward in training mode needs the "',
+            f'        "{attribute} of a "',
             '        "forward pass on an input of the same shape; run forward first"',
             "    )",
         ]
@@ -351,7 +355,8 @@ class _ModuleEmitter:
                 )
             else:
                 raise NotImplementedError(
-                    f"model {self.model.name}: the output size {size} is neither an input "
+                    f"model {self.model.name}: the output size {size} is neither an "
+                    "input "
                     "size nor bound to an argument"
                 )
         return "(" + ", ".join(entries) + ("," if len(entries) == 1 else "") + ")"
@@ -359,12 +364,14 @@ class _ModuleEmitter:
     def _check_input_lines(self) -> list[str]:
         if self.flatten:
             return [
-                f'array, _ = expect_array("{self.layer}", "input", input, ("batch", "..."))',
+                f'array, _ = expect_array("{self.layer}", "input", input, '
+                '("batch", "..."))',
                 "self._input_shape = array.shape",
                 "x = array.reshape(array.shape[0], -1)",
             ]
         return [
-            f'x, _ = expect_array("{self.layer}", "input", input, {self._input_shape()})'
+            f'x, _ = expect_array("{self.layer}", "input", input, '
+            f"{self._input_shape()})"
         ]
 
     def constructor(self) -> list[str]:
@@ -385,12 +392,14 @@ class _ModuleEmitter:
             if name in bound_arguments:
                 self.imports.add("expect_positive_int")
                 body.append(
-                    f'self.{name} = expect_positive_int("{self.layer}", "{name}", {name})'
+                    f"self.{name} = expect_positive_int("
+                    f'"{self.layer}", "{name}", {name})'
                 )
             elif constant is not None and constant.check == (0.0, 1.0):
                 self.imports.add("expect_probability")
                 body.append(
-                    f'self.{name} = expect_probability("{self.layer}", "{name}", {name})'
+                    f"self.{name} = expect_probability("
+                    f'"{self.layer}", "{name}", {name})'
                 )
             else:
                 body.append(f"self.{name} = {name}")
@@ -415,13 +424,15 @@ class _ModuleEmitter:
                 size = index.upper + 1
                 if size not in model.size_bindings:
                     raise NotImplementedError(
-                        f"model {model.name}: parameter {tensor.name} has a size {size} "
+                        f"model {model.name}: parameter {tensor.name} has a size "
+                        f"{size} "
                         "that no constructor argument gives"
                     )
                 shape.append(self._argument_code(model.size_bindings[size]))
             shape_code = "(" + ", ".join(shape) + ("," if len(shape) == 1 else "") + ")"
             body.append(
-                f"self.{tensor.attribute} = generator.uniform(-scale, scale, size={shape_code})"
+                f"self.{tensor.attribute} = "
+                f"generator.uniform(-scale, scale, size={shape_code})"
             )
         for tensor in model.parameters:
             body.append(
@@ -468,13 +479,15 @@ class _ModuleEmitter:
         body = self._check_input_lines()
         if self.flatten:
             body += [
-                f'output_grad, _ = expect_array("{self.layer}", "output_grad", output_grad, array.shape)',
+                f'output_grad, _ = expect_array("{self.layer}", "output_grad", '
+                "output_grad, array.shape)",
                 "output_grad = output_grad.reshape(x.shape)",
             ]
         else:
             shape = self._output_shape(next(iter(model.modes)))
             body.append(
-                f'output_grad, _ = expect_array("{self.layer}", "output_grad", output_grad, {shape})'
+                f'output_grad, _ = expect_array("{self.layer}", "output_grad", '
+                f"output_grad, {shape})"
             )
         body += prepare + self._dispatch("backward", "x, output_grad", groups, "grads")
         if model.parameters:
@@ -493,7 +506,8 @@ class _ModuleEmitter:
                 "self._pending_parameters_grad = None",
                 "if pending is None:",
                 "    self._compute_input_grad(input, output_grad)",
-                "    pending, self._pending_parameters_grad = self._pending_parameters_grad, None",
+                "    pending = self._pending_parameters_grad",
+                "    self._pending_parameters_grad = None",
             ]
             for position, tensor in enumerate(model.parameters):
                 body.append(f"self.{tensor.grad_attribute} += pending[{position}]")
@@ -539,12 +553,14 @@ def _docstring(model: Model, emitter: _ModuleEmitter, module_name: str) -> list[
         for definition in mode.definitions:
             indices = ", ".join(map(str, definition.indices))
             lines.append(
-                f"        {definition.name}[{indices}] = {sp.sstr(definition.expression)}"
+                f"        {definition.name}[{indices}] = "
+                f"{sp.sstr(definition.expression)}"
             )
         for update in mode.updates:
             indices = ", ".join(map(str, update.indices))
             lines.append(
-                f"        {update.state.name}[{indices}] <- {sp.sstr(update.expression)}"
+                f"        {update.state.name}[{indices}] <- "
+                f"{sp.sstr(update.expression)}"
             )
     lines += ["", "Derived backward passes (vector-Jacobian products):"]
     for mode_name, backward in emitter.backwards.items():

@@ -73,6 +73,13 @@ class _ScalarPrinter(PythonCodePrinter):
         return "min(" + ", ".join(self._print(a) for a in expr.args) + ")"
 
 
+def _blas_applies(inputs, target) -> bool:
+    """True when a two-operand contraction maps onto one matrix product."""
+    left, right = (set(letters) for letters in inputs)
+    contracted = (left & right) - set(target)
+    return bool(contracted) and not (left & right & set(target))
+
+
 @dataclass(frozen=True)
 class Operand:
     """An array in scope: its code and the index of each of its axes."""
@@ -104,6 +111,8 @@ class Lowerer:
         self.context = context
         self.lines: list[str] = []
         self.cache: dict = {}
+        # Arrays the caller owns: a result that is one of them must be copied.
+        self.external = set(self.arrays.values()) | {"output_grad"}
         self.array_printer = _ArrayPrinter()
         self.scalar_printer = _ScalarPrinter()
 
@@ -141,7 +150,7 @@ class Lowerer:
         code = self.arrays[label]
         shape = read.base.shape
         axes, pads, windows, selectors = [], [], [], []
-        for axis, (position, size) in enumerate(zip(read.indices, shape)):
+        for axis, (position, size) in enumerate(zip(read.indices, shape, strict=True)):
             plan = self._axis_plan(position, size, axis, len(windows), read)
             pads.append(plan["pad"])
             selectors.append(plan["selector"])
@@ -162,7 +171,8 @@ class Lowerer:
         for axis, length, _, _ in windows:
             target = current if current != code else self.names.temporary("windows")
             self.emit(
-                f"{target} = sliding_window_view({current}, {self.scalar(length)}, axis={axis})"
+                f"{target} = sliding_window_view("
+                f"{current}, {self.scalar(length)}, axis={axis})"
             )
             current = target
         selectors.extend("::-1" if reverse else ":" for _, _, _, reverse in windows)
@@ -273,7 +283,8 @@ class Lowerer:
             stand_ins[read] = sp.Symbol(self.align(operand, indices))
         for bracket in expr.atoms(InRange):
             raise NotImplementedError(
-                f"{self.context}: a range bracket {bracket} that no zero-padded read absorbs"
+                f"{self.context}: a range bracket {bracket} that no zero-padded "
+                "read absorbs"
             )
         unknown = (
             expr.xreplace(stand_ins).free_symbols
@@ -357,7 +368,7 @@ class Lowerer:
             )
         if covered != set(indices):
             total = f"np.broadcast_to({total}, {self._shape(indices)}).astype({dtype})"
-        elif total.isidentifier():
+        elif total in self.external:
             # A bare read: copy, so the result never aliases the caller's array.
             total = f"{total}.copy()"
         self.emit(f"{name} = {total}")
@@ -407,6 +418,10 @@ class Lowerer:
         name = self.names.temporary("c")
         arguments = ", ".join(op.code for op in operands)
         if len(operands) == 1:
+            self.emit(f"{name} = np.einsum('{subscripts}', {arguments})")
+        elif len(operands) == 2 and not _blas_applies(inputs, target):
+            # An index kept by both operands rules out a BLAS call; einsum's own
+            # C loop is then one pass over memory, and the path is trivial.
             self.emit(f"{name} = np.einsum('{subscripts}', {arguments})")
         else:
             shapes = [

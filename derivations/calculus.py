@@ -99,11 +99,14 @@ def derivative(
         name = str(expr.base.label)
         if name == str(wrt.label):
             return sp.Mul(
-                *(sp.KroneckerDelta(k, j) for k, j in zip(wrt_indices, expr.indices))
+                *(
+                    sp.KroneckerDelta(k, j)
+                    for k, j in zip(wrt_indices, expr.indices, strict=True)
+                )
             )
         indices, jacobian = through[name]
         jacobian = fresh.rename_bound(jacobian)
-        return jacobian.xreplace(dict(zip(indices, expr.indices)))
+        return jacobian.xreplace(dict(zip(indices, expr.indices, strict=True)))
     if isinstance(expr, sp.Sum):
         return sp.Sum(
             derivative(expr.function, wrt, wrt_indices, fresh, through), *expr.limits
@@ -249,7 +252,7 @@ def _absorb_brackets(factor):
             if any(
                 position == expr and sp.expand(size - 1 - upper) == 0
                 for read in reads
-                for position, size in zip(read.indices, read.base.shape)
+                for position, size in zip(read.indices, read.base.shape, strict=True)
             ):
                 continue
         kept.append(arg)

@@ -107,7 +107,8 @@ def check_model(model: Model, mode: Mode) -> None:
         if extra:
             names = ", ".join(sorted(map(str, extra)))
             raise ModelError(
-                f"{context} uses indices {names} that are neither summed nor on its left-hand side"
+                f"{context} uses indices {names} that are neither summed nor on "
+                "its left-hand side"
             )
         unsupported = definition.expression.atoms(
             sp.Integral, sp.Product, sp.Derivative
@@ -147,7 +148,7 @@ def _instantiate_definition(definition: Definition, fresh: FreshIndices):
     """The definition's expression with fresh free and bound indices."""
     renamed = tuple(fresh.like(index) for index in definition.indices)
     expr = fresh.rename_bound(definition.expression)
-    return renamed, expr.xreplace(dict(zip(definition.indices, renamed)))
+    return renamed, expr.xreplace(dict(zip(definition.indices, renamed, strict=True)))
 
 
 def derive_backward(model: Model, mode_name: str) -> Backward:

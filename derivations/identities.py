@@ -59,7 +59,9 @@ def _unify(pattern, target, variables, mapping):
         ]
         if len(candidates) != 1:
             return None
-        for left, right in zip(pattern_read.indices, candidates[0].indices):
+        for left, right in zip(
+            pattern_read.indices, candidates[0].indices, strict=True
+        ):
             if left in variables:
                 if mapping.setdefault(left, right) != right:
                     return None

@@ -218,7 +218,7 @@ class Model:
         return self._tensor(name, indices, "input")
 
     def parameter(self, name, indices, attribute, grad_attribute, init="uniform"):
-        """A learnable parameter in ``attribute``, its gradient in ``grad_attribute``."""
+        """A learnable parameter; its gradient is kept in ``grad_attribute``."""
         return self._tensor(
             name,
             indices,

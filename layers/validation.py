@@ -50,7 +50,8 @@ def expect_array(layer, argument, value, shape, bound=None):
                 f"{layer} expects {argument} of shape {expected}; "
                 f"got {_describe(array.shape)} ({array.ndim} axes)"
             )
-        shape = tuple(shape[:-1]) + tuple(f"axis {k}" for k in range(len(shape) - 1, array.ndim))
+        rest = range(len(shape) - 1, array.ndim)
+        shape = tuple(shape[:-1]) + tuple(f"axis {k}" for k in rest)
     if array.ndim != len(shape):
         raise ValueError(
             f"{layer} expects {argument} of shape {expected}; "

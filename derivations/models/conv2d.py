@@ -18,7 +18,7 @@ def build() -> Model:
     )
     B = model.size("B", example=16)
     C = model.size("C", example=32, bound_to="in_channels")
-    O = model.size("O", example=64, bound_to="out_channels")
+    O = model.size("O", example=64, bound_to="out_channels")  # noqa: E741
     H = model.size("H", example=32)
     W = model.size("W", example=32)
     K = model.size("K", example=3, bound_to="kernel_size")

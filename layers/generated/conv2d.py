@@ -66,7 +66,8 @@ class Conv2d(Module):
         self._pending_parameters_grad = None
         if pending is None:
             self._compute_input_grad(input, output_grad)
-            pending, self._pending_parameters_grad = self._pending_parameters_grad, None
+            pending = self._pending_parameters_grad
+            self._pending_parameters_grad = None
         self.gradW += pending[0]
         self.gradb += pending[1]
 
@@ -107,13 +108,13 @@ class Conv2d(Module):
         padded0 = sliding_window_view(padded0, K, axis=3)
         # path cost at example sizes: 6.04e+08 operations
         c1 = np.einsum('ockK,bohwkK->bchw', W_, padded0[:, :, -K + P + max(0, K - P - 1) + 1:H - K + P + max(0, K - P - 1) + 1, -K + P + max(0, K - P - 1) + 1:-K + P + W + max(0, K - P - 1) + 1, ::-1, ::-1], optimize=['einsum_path', (0, 1)])
-        input_grad = c1.copy()
+        input_grad = c1
         padded2 = np.pad(x, ((0, 0), (0, 0), (P, max(0, K - P - 1)), (P, max(0, K - P - 1)),))
         padded2 = sliding_window_view(padded2, K, axis=2)
         padded2 = sliding_window_view(padded2, K, axis=3)
         # path cost at example sizes: 6.04e+08 operations
         c3 = np.einsum('bohw,bchwkK->ockK', output_grad, padded2[:, :, 0:H, 0:W], optimize=['einsum_path', (0, 1)])
-        grad_W = c3.copy()
+        grad_W = c3
         c4 = np.einsum('bohw->o', output_grad)
-        grad_bias = c4.copy()
+        grad_bias = c4
         return (input_grad.astype(dtype, copy=False), grad_W, grad_bias,)

@@ -84,9 +84,11 @@ class Dropout(Module):
         B = x.shape[0]
         N = x.shape[1]
         p = self.p
-        if self.mask is None or self.mask.size != np.prod((B, N)):
+        mask = self.mask
+        if mask is None or mask.size != np.prod((B, N)):
             raise ValueError(
-                "Dropout.backward in training mode needs the mask of a "
+                "Dropout.backward in training mode needs the "
+                "mask of a "
                 "forward pass on an input of the same shape; run forward first"
             )
         mask = self.mask.reshape((B, N))
