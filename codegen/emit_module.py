@@ -122,8 +122,8 @@ class _ModuleEmitter:
             elif tensor.role == "random" and mode == "train":
                 shape = lowerer._shape(tensor.indices)
                 if backward:
-                    lines += self._mask_check(tensor, shape)
-                    lines.append(f"{code} = self.{tensor.attribute}.reshape({shape})")
+                    lines += self._mask_check(tensor, code, shape)
+                    lines.append(f"{code} = {code}.reshape({shape})")
                 else:
                     self.imports.add("draw_keep_mask")
                     constant = self._probability_constant()
@@ -131,8 +131,9 @@ class _ModuleEmitter:
                         f"{code} = draw_keep_mask(self.generator, {shape}, "
                         f"{scalars[constant]}, dtype)"
                     )
+                    kept_shape = "self._input_shape" if self.flatten else shape
                     lines.append(
-                        f"self.{tensor.attribute} = {code}.reshape(self._input_shape)"
+                        f"self.{tensor.attribute} = {code}.reshape({kept_shape})"
                     )
         return lines
 
@@ -190,15 +191,21 @@ class _ModuleEmitter:
             sizes.setdefault(axis, index.upper + 1)
         return {axis: size for axis, size in sizes.items()}
 
-    def _mask_check(self, tensor, shape):
+    def _mask_check(self, tensor, code, shape):
         attribute = tensor.attribute
+        expected = "self._input_shape" if self.flatten else shape
         return [
-            f"mask = self.{attribute}",
-            f"if mask is None or mask.size != np.prod({shape}):",
+            f"{code} = self.{attribute}",
+            f"if {code} is None:",
+            "    raise RuntimeError(",
+            f'        "{self.layer}.backward in training mode needs the {attribute} "',
+            '        "of a forward pass; call forward first"',
+            "    )",
+            f"if {code}.shape != {expected}:",
             "    raise ValueError(",
-            f'        "{self.layer}.backward in training mode needs the "',
-            f'        "{attribute} of a "',
-            '        "forward pass on an input of the same shape; run forward first"',
+            f'        f"{self.layer}.backward expects input of the last "',
+            '        f"forward\'s shape "',
+            f'        f"{{{code}.shape}}; got {{{expected}}}"',
             "    )",
         ]
 

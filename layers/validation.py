@@ -44,8 +44,8 @@ def expect_array(layer, argument, value, shape, bound=None):
         )
     expected = _describe(shape)
     if shape and shape[-1] == "...":
-        # "..." stands for any number of trailing axes, at least one.
-        if array.ndim < len(shape):
+        # "..." stands for any number of trailing axes, none included.
+        if array.ndim < len(shape) - 1:
             raise ValueError(
                 f"{layer} expects {argument} of shape {expected}; "
                 f"got {_describe(array.shape)} ({array.ndim} axes)"

@@ -10,6 +10,7 @@ from layers.gradcheck import (
 )
 from layers.module import Module
 from layers.reference import ChannelwiseScaling, Dropout
+from tests.helpers import normal
 
 
 class Cube(Module):
@@ -42,10 +43,6 @@ class ScalingWithWrongShape(ChannelwiseScaling):
 
     def _compute_input_grad(self, input, output_grad):
         return (output_grad * self.gamma).sum(axis=0)
-
-
-def normal(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 @pytest.mark.parametrize("shape", [(5,), (2, 3), (2, 1, 3, 2)])

@@ -10,29 +10,14 @@ import warnings
 import numpy as np
 import pytest
 
-from layers.gradcheck import check_gradients
 from layers.random import draw_keep_mask, make_generator
 from layers.reference import BatchNormalization, ChannelwiseScaling, Conv2d, Dropout
-
-
-class ReplayGenerator:
-    """Returns the same uniform numbers on every call, so Dropout's mask stays fixed."""
-
-    def __init__(self, seed):
-        self.seed = seed
-
-    def random(self, shape):
-        return np.random.default_rng(self.seed).random(shape)
-
-
-def normal(shape, seed=0, dtype=np.float64):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
-def assert_gradients_match(module, input, seed=1):
-    report = check_gradients(module, input, rng=seed)
-    assert report.passed, str(report)
-
+from tests.helpers import (
+    ReplayGenerator,
+    assert_gradients_match,
+    assert_identity_bit_for_bit,
+    normal,
+)
 
 # BatchNormalization
 
@@ -288,11 +273,7 @@ def test_dropout_p_one_gives_zeros_without_warning():
 def test_dropout_p_zero_is_the_identity_bit_for_bit(dtype):
     layer = Dropout(0.0, rng=0)
     x, output_grad = normal((5, 7), dtype=dtype), normal((5, 7), seed=1, dtype=dtype)
-    output = layer.forward(x)
-    input_grad = layer.backward(x, output_grad)
-    assert output.dtype == input_grad.dtype == dtype
-    assert np.array_equal(output, x)
-    assert np.array_equal(input_grad, output_grad)
+    assert_identity_bit_for_bit(layer, x, output_grad)
 
 
 def test_dropout_evaluation_is_the_identity():

@@ -85,13 +85,18 @@ class Dropout(Module):
         N = x.shape[1]
         p = self.p
         mask = self.mask
-        if mask is None or mask.size != np.prod((B, N)):
-            raise ValueError(
-                "Dropout.backward in training mode needs the "
-                "mask of a "
-                "forward pass on an input of the same shape; run forward first"
+        if mask is None:
+            raise RuntimeError(
+                "Dropout.backward in training mode needs the mask "
+                "of a forward pass; call forward first"
             )
-        mask = self.mask.reshape((B, N))
+        if mask.shape != self._input_shape:
+            raise ValueError(
+                f"Dropout.backward expects input of the last "
+                f"forward's shape "
+                f"{mask.shape}; got {self._input_shape}"
+            )
+        mask = mask.reshape((B, N))
         scale0 = ((1/(1 - p)) if (p < 1) else (0))
         input_grad = mask*output_grad*scale0
         return (input_grad.astype(dtype, copy=False),)
