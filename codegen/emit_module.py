@@ -249,6 +249,7 @@ class _ModuleEmitter:
             names, self.letters, scalars, arrays, model.example_sizes, context
         )
         lowerer.arrays["output_grad"] = "output_grad"
+        lowerer.scalars[sp.Symbol("output_grad")] = "output_grad"
         lines = self._prologue(lowerer, scalars, arrays, mode, backward=True)
 
         # Recompute the forward intermediates the adjoints read.
@@ -386,7 +387,7 @@ class _ModuleEmitter:
         signature = ["self"]
         for name, default in model.arguments:
             signature.append(name if default is None else f"{name}={default!r}")
-        randomized = bool(model.parameters) or any(
+        randomized = any(t.init == "uniform" for t in model.parameters) or any(
             t.role == "random" for t in model.tensors
         )
         if randomized:
@@ -422,8 +423,8 @@ class _ModuleEmitter:
             ]
         if randomized:
             self.imports.add("make_generator")
-            body.append("generator = make_generator(rng)")
-        if model.parameters:
+            body.append(f'generator = make_generator(rng, "{self.layer}")')
+        if any(t.init == "uniform" for t in model.parameters):
             body.append(f"scale = {self._argument_code(model.init_scale)}")
         for tensor in model.parameters:
             shape = []
@@ -437,10 +438,18 @@ class _ModuleEmitter:
                     )
                 shape.append(self._argument_code(model.size_bindings[size]))
             shape_code = "(" + ", ".join(shape) + ("," if len(shape) == 1 else "") + ")"
-            body.append(
-                f"self.{tensor.attribute} = "
-                f"generator.uniform(-scale, scale, size={shape_code})"
-            )
+            if tensor.init == "uniform":
+                body.append(
+                    f"self.{tensor.attribute} = "
+                    f"generator.uniform(-scale, scale, size={shape_code})"
+                )
+            elif tensor.init in ("ones", "zeros"):
+                body.append(f"self.{tensor.attribute} = np.{tensor.init}({shape_code})")
+            else:
+                raise NotImplementedError(
+                    f"model {model.name}: parameter {tensor.name} with init "
+                    f"{tensor.init!r}; expected 'uniform', 'ones' or 'zeros'"
+                )
         for tensor in model.parameters:
             body.append(
                 f"self.{tensor.grad_attribute} = np.zeros_like(self.{tensor.attribute})"
@@ -457,37 +466,56 @@ class _ModuleEmitter:
             body.append("self._pending_parameters_grad = None")
         return lines + _indent(body, 1)
 
-    def emit_class(self) -> list[str]:
-        model = self.model
-        groups = self._mode_groups()
-        lines = [f"class {model.name}(Module):", f'    """{model.summary}"""', ""]
-        for constant in model.constants:
-            if constant.kind == "class_attribute":
-                lines.append(f"    {constant.name} = {constant.default!r}")
-        if any(c.kind == "class_attribute" for c in model.constants):
-            lines.append("")
-        lines += _indent(self.constructor(), 1)
+    def _targets(self):
+        return [t for t in self.model.tensors if t.role == "target"]
 
+    def _target_lines(self) -> list[str]:
+        lines = []
+        for tensor in self._targets():
+            classes = tensor.init == "classes"
+            lines.append(
+                f'{tensor.name} = expect_target("{self.layer}", {tensor.name}, '
+                f"x.shape, x.dtype, classes={classes})"
+            )
+        return lines
+
+    def _criterion_methods(self, groups) -> list[str]:
+        targets = ", ".join(t.name for t in self._targets())
+        lines = ["", f"    def _compute_output(self, input, {targets}):"]
+        body = self._check_input_lines() + self._target_lines()
+        body += self._dispatch("forward", f"x, {targets}", groups, "output")
+        body.append("return float(output)")
+        lines += _indent(body, 2)
+        lines += ["", f"    def _compute_input_grad(self, input, {targets}):"]
+        body = self._check_input_lines() + self._target_lines()
+        body.append("# The loss is the end of the chain: its own gradient is 1.")
+        body += self._dispatch("backward", f"x, {targets}, 1.0", groups, "grads")
+        body.append("return grads[0]")
+        return lines + _indent(body, 2)
+
+    def _layer_methods(self, groups) -> list[str]:
+        model = self.model
         stateful = any(t.role == "state" for t in model.tensors)
         prepare = ["self._prepare_state(x)"] if stateful else []
-        lines += ["", "    def _compute_output(self, input):"]
+        reshape = self.flatten and not model.flatten_output
+        lines = ["", "    def _compute_output(self, input):"]
         body = (
             self._check_input_lines()
             + prepare
             + self._dispatch("forward", "x", groups, "output")
         )
-        if self.flatten:
-            body.append("return output.reshape(array.shape)")
-        else:
-            body.append("return output")
+        body.append(
+            "return output.reshape(array.shape)" if reshape else "return output"
+        )
         lines += _indent(body, 2)
 
         lines += ["", "    def _compute_input_grad(self, input, output_grad):"]
         body = self._check_input_lines()
         if self.flatten:
+            shape = "x.shape" if model.flatten_output else "array.shape"
             body += [
                 f'output_grad, _ = expect_array("{self.layer}", "output_grad", '
-                "output_grad, array.shape)",
+                f"output_grad, {shape})",
                 "output_grad = output_grad.reshape(x.shape)",
             ]
         else:
@@ -531,6 +559,24 @@ class _ModuleEmitter:
                 "    def get_parameters_grad(self):",
                 f"        return [{grads}]",
             ]
+        return lines
+
+    def emit_class(self) -> list[str]:
+        model = self.model
+        groups = self._mode_groups()
+        criterion = model.kind == "criterion"
+        base = "Criterion" if criterion else "Module"
+        lines = [f"class {model.name}({base}):", f'    """{model.summary}"""', ""]
+        for constant in model.constants:
+            if constant.kind == "class_attribute":
+                lines.append(f"    {constant.name} = {constant.default!r}")
+        if any(c.kind == "class_attribute" for c in model.constants):
+            lines.append("")
+        lines += _indent(self.constructor(), 1)
+        if criterion:
+            lines += self._criterion_methods(groups)
+        else:
+            lines += self._layer_methods(groups)
 
         shown = [name for name, _ in model.arguments]
         if shown:
@@ -538,13 +584,14 @@ class _ModuleEmitter:
             lines += ["", "    def _extra_repr(self):", f'        return f"{fields}"']
 
         lines += self.prepare_state()
+        targets = "".join(f", {t.name}" for t in self._targets())
         for group in groups:
             mode = group[0]
-            lines += ["", f"    def _forward_{mode}(self, x):"]
+            lines += ["", f"    def _forward_{mode}(self, x{targets}):"]
             lines += _indent(self.forward_function(mode), 2)
         for group in groups:
             mode = group[0]
-            lines += ["", f"    def _backward_{mode}(self, x, output_grad):"]
+            lines += ["", f"    def _backward_{mode}(self, x{targets}, output_grad):"]
             lines += _indent(self.backward_function(mode), 2)
         return lines
 
@@ -591,6 +638,8 @@ def emit_module(model: Model, module_name: str) -> Emitted:
     class_lines = emitter.emit_class()
     body = "\n".join(class_lines)
     validation = ["expect_array"]
+    if "expect_target(" in body:
+        validation.append("expect_target")
     for name in ("expect_positive_int", "expect_probability"):
         if name in emitter.imports:
             validation.append(name)
@@ -607,7 +656,8 @@ def emit_module(model: Model, module_name: str) -> Emitted:
     if "sliding_window_view(" in body:
         imports.append("from numpy.lib.stride_tricks import sliding_window_view")
     imports.append("")
-    imports.append("from layers.module import Module")
+    base = "Criterion" if model.kind == "criterion" else "Module"
+    imports.append(f"from layers.module import {base}")
     if random:
         imports.append(f"from layers.random import {', '.join(sorted(random))}")
     imports.append(f"from layers.validation import {', '.join(sorted(validation))}")

@@ -116,7 +116,7 @@ def derivative(
     # Elementary calculus on scalars is SymPy's: stand a symbol in for each read
     # or sum, differentiate, and multiply by the tensor derivative of the part.
     parts = _reads_and_sums(expr, names)
-    stand_ins = {part: sp.Dummy(f"z{k}") for k, part in enumerate(parts)}
+    stand_ins = {part: sp.Dummy(f"z{k}", real=True) for k, part in enumerate(parts)}
     plain = expr.xreplace(stand_ins)
     back = {symbol: part for part, symbol in stand_ins.items()}
     total = sp.S.Zero
@@ -209,6 +209,8 @@ def normalize(expr, fresh: FreshIndices) -> list[Term]:
             Term(tuple(summed) + term.summed, term.factor)
             for term in normalize(expr.function, fresh)
         ]
+    if isinstance(expr, sp.Piecewise):
+        return normalize(_factor_piecewise(expr), fresh)
     if (
         expr.is_Pow
         and expr.exp.is_Integer
@@ -217,6 +219,39 @@ def normalize(expr, fresh: FreshIndices) -> list[Term]:
     ):
         return normalize(sp.Mul(*([expr.base] * int(expr.exp)), evaluate=False), fresh)
     return [Term((), expr)]
+
+
+def _factor_piecewise(expr):
+    """Moves the deltas and sums common to every branch out of a Piecewise.
+
+    SymPy folds products into Piecewise branches; the deltas must stand outside
+    for elimination: ``Piecewise((d * g, c), (0, True)) = d * Piecewise((g, c),
+    (0, True))``.
+    """
+    branches = [(sp.Mul.make_args(value), condition) for value, condition in expr.args]
+    nonzero = [args for args, _ in branches if args != (sp.S.Zero,)]
+    if not nonzero:
+        return sp.S.Zero
+    common = [
+        arg
+        for arg in nonzero[0]
+        if arg.has(sp.KroneckerDelta, sp.Sum) and all(arg in args for args in nonzero)
+    ]
+    if not common:
+        raise NotImplementedError(
+            "a Piecewise whose branches hold different Kronecker deltas or sums: "
+            f"{expr}"
+        )
+    rest = []
+    for args, condition in branches:
+        if args == (sp.S.Zero,):
+            rest.append((sp.S.Zero, condition))
+            continue
+        remaining = list(args)
+        for arg in common:
+            remaining.remove(arg)
+        rest.append((sp.Mul(*remaining), condition))
+    return sp.Mul(*common) * sp.Piecewise(*rest, evaluate=False)
 
 
 def _solve_delta(delta, summed, prefer, context):

@@ -160,6 +160,9 @@ def derive_backward(model: Model, mode_name: str) -> Backward:
     output = mode.output
     output_grad = sp.IndexedBase("output_grad", shape=output.shape)
     adjoint_bases = {output.name: output_grad}
+    if not output.indices:
+        # A scalar output (a loss): its upstream gradient is a scalar symbol.
+        adjoint_bases[output.name] = sp.Symbol("output_grad")
     contributions: dict[str, list[Term]] = {}
     steps: dict[str, list[Step]] = {}
     adjoints = []
@@ -181,12 +184,13 @@ def derive_backward(model: Model, mode_name: str) -> Backward:
             adjoint_bases[definition.name] = adjoint.base
         grad = adjoint_bases[definition.name]
         indices, expr = _instantiate_definition(definition, fresh)
+        upstream = grad[indices] if indices else grad
         for name in _read_names(expr):
             if name not in dependents:
                 continue
             target = _canonical_indices(model, mode, name)
             local = derivative(expr, _base_of(model, mode, name), target, fresh)
-            chained = grad[indices] * local
+            chained = upstream * local
             if indices:
                 chained = sp.Sum(chained, *((i, i.lower, i.upper) for i in indices))
             terms = simplify_terms(

@@ -160,6 +160,12 @@ class Model:
         self.init_scale: str = "1.0"
         self.input_layout: tuple = ()
         self.argument_checks: list[tuple[str, str]] = []
+        # "layer": forward(input), backward(input, output_grad);
+        # "criterion": forward(input, target) -> float, backward(input, target).
+        self.kind = "layer"
+        # True: the output keeps the (batch, features) shape the runtime
+        # flattened the input to (Flatten); False: it takes the input's shape.
+        self.flatten_output = False
         self._current: Mode | None = None
 
     # Declarations.
@@ -216,6 +222,13 @@ class Model:
         """The layer's input; ``layout`` names its axes for error messages."""
         self.input_layout = tuple(layout)
         return self._tensor(name, indices, "input")
+
+    def target(self, name, indices, classes=False):
+        """A criterion's target: same shape as the input, or, with ``classes``,
+        also accepted as integer class indices (batch,) and made one-hot."""
+        return self._tensor(
+            name, indices, "target", attribute=name, init="classes" if classes else ""
+        )
 
     def parameter(self, name, indices, attribute, grad_attribute, init="uniform"):
         """A learnable parameter; its gradient is kept in ``grad_attribute``."""

@@ -79,6 +79,34 @@ class Module:
         return f"{type(self).__name__}({fields})"
 
 
+class Criterion:
+    """Base class of the losses: ``forward(input, target) -> float`` and
+    ``backward(input, target) -> input_grad``, the gradient of the loss."""
+
+    def __init__(self):
+        self.output = None
+        self.input_grad = None
+
+    def forward(self, input, target):
+        """The loss; kept in ``output``."""
+        self.output = self._compute_output(input, target)
+        return self.output
+
+    def backward(self, input, target):
+        """The gradient of the loss with respect to ``input``."""
+        self.input_grad = self._compute_input_grad(input, target)
+        return self.input_grad
+
+    def _compute_output(self, input, target):
+        raise NotImplementedError(f"{type(self).__name__} has no forward pass")
+
+    def _compute_input_grad(self, input, target):
+        raise NotImplementedError(f"{type(self).__name__} has no backward pass")
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
 def as_float_array(name, layer, value):
     """Returns ``value`` as a floating-point ndarray or raises a clear TypeError."""
     array = np.asarray(value)

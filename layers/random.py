@@ -10,13 +10,14 @@ import numbers
 import numpy as np
 
 
-def make_generator(rng):
+def make_generator(rng, layer="make_generator"):
     """Turns the ``rng`` argument of a layer into a NumPy generator.
 
     Args:
         rng: None for fresh entropy, a non-negative int seed, or a
             ``numpy.random.Generator``, which is used as it is (not copied), so
             that several layers can share one stream.
+        layer: the name of the layer asking, for messages.
 
     Returns:
         A ``numpy.random.Generator``.
@@ -33,11 +34,11 @@ def make_generator(rng):
     if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
         if rng < 0:
             raise ValueError(
-                f"make_generator expects rng as a non-negative int seed; got {rng}"
+                f"{layer} expects rng as a non-negative int seed; got {rng}"
             )
         return np.random.default_rng(int(rng))
     raise TypeError(
-        "make_generator expects rng as None, an int seed or a "
+        f"{layer} expects rng as None, an int seed or a "
         f"numpy.random.Generator; got {type(rng).__name__} {rng!r}"
     )
 

@@ -15,6 +15,10 @@ def _describe(shape):
     return "(" + ", ".join(str(size) for size in shape) + trailing + ")"
 
 
+def _axes(count):
+    return "1 axis" if count == 1 else f"{count} axes"
+
+
 def expect_array(layer, argument, value, shape, bound=None):
     """Returns ``value`` as a float ndarray whose shape matches ``shape``.
 
@@ -48,14 +52,15 @@ def expect_array(layer, argument, value, shape, bound=None):
         if array.ndim < len(shape) - 1:
             raise ValueError(
                 f"{layer} expects {argument} of shape {expected}; "
-                f"got {_describe(array.shape)} ({array.ndim} axes)"
+                f"got {_describe(array.shape)} ({_axes(array.ndim)})"
             )
         rest = range(len(shape) - 1, array.ndim)
         shape = tuple(shape[:-1]) + tuple(f"axis {k}" for k in rest)
     if array.ndim != len(shape):
         raise ValueError(
             f"{layer} expects {argument} of shape {expected}; "
-            f"got {_describe(array.shape)} ({array.ndim} axes instead of {len(shape)})"
+            f"got {_describe(array.shape)} "
+            f"({_axes(array.ndim)} instead of {len(shape)})"
         )
     for axis, (want, got) in enumerate(zip(shape, array.shape, strict=True)):
         if got == 0:
@@ -112,3 +117,47 @@ def reversed_slice(start, count):
     """
     stop = start - count
     return slice(start, stop if stop >= 0 else None, -1)
+
+
+def expect_target(layer, target, input_shape, dtype, classes=False):
+    """Returns a criterion's target as a float array of the input's shape.
+
+    Args:
+        layer: the criterion's name, for messages.
+        target: what the user passed.
+        input_shape: the shape of the criterion's input, (batch, n) for classes.
+        dtype: the float dtype to return.
+        classes: also accept integer class indices of shape (batch,), which are
+            turned into one-hot rows.
+
+    Raises:
+        ValueError: the shape does not match, or a class index is out of range.
+        TypeError: the target is neither floating point nor, with ``classes``,
+            integer class indices.
+    """
+    array = np.asarray(target)
+    if classes and array.ndim == 1 and np.issubdtype(array.dtype, np.integer):
+        batch, count = input_shape
+        if array.shape != (batch,):
+            raise ValueError(
+                f"{layer} expects target class indices of shape ({batch},); "
+                f"got {_describe(array.shape)}"
+            )
+        if array.size and (array.min() < 0 or array.max() >= count):
+            bad = array[(array < 0) | (array >= count)][0]
+            raise ValueError(
+                f"{layer} expects target class indices in [0, {count}); got {bad}"
+            )
+        one_hot = np.zeros(input_shape, dtype=dtype)
+        one_hot[np.arange(batch), array] = 1
+        return one_hot
+    expected = tuple(input_shape)
+    if classes:
+        expected_text = f"{_describe(expected)} one-hot, or integer class indices"
+        if not np.issubdtype(array.dtype, np.floating):
+            raise TypeError(
+                f"{layer} expects target as {expected_text} ({expected[0]},); "
+                f"got dtype {array.dtype} and shape {_describe(array.shape)}"
+            )
+    array, _ = expect_array(layer, "target", array, expected)
+    return array.astype(dtype, copy=False)

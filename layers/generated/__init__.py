@@ -6,5 +6,14 @@ from .batch_normalization import BatchNormalization
 from .channelwise_scaling import ChannelwiseScaling
 from .dropout import Dropout
 from .conv2d import Conv2d
+from .linear import Linear
+from .relu import ReLU
+from .leaky_relu import LeakyReLU
+from .elu import ELU
+from .softplus import SoftPlus
+from .layer_normalization import LayerNormalization
+from .mse_criterion import MSECriterion
+from .class_nll_criterion import ClassNLLCriterion
+from .flatten import Flatten
 
-__all__ = ['BatchNormalization', 'ChannelwiseScaling', 'Dropout', 'Conv2d']
+__all__ = ['BatchNormalization', 'ChannelwiseScaling', 'Dropout', 'Conv2d', 'Linear', 'ReLU', 'LeakyReLU', 'ELU', 'SoftPlus', 'LayerNormalization', 'MSECriterion', 'ClassNLLCriterion', 'Flatten']

@@ -33,7 +33,7 @@ class ChannelwiseScaling(Module):
     def __init__(self, n_out, rng=None):
         super().__init__()
         self.n_out = expect_positive_int("ChannelwiseScaling", "n_out", n_out)
-        generator = make_generator(rng)
+        generator = make_generator(rng, "ChannelwiseScaling")
         scale = 1.0 / np.sqrt(self.n_out)
         self.gamma = generator.uniform(-scale, scale, size=(self.n_out,))
         self.beta = generator.uniform(-scale, scale, size=(self.n_out,))

@@ -41,7 +41,7 @@ class Conv2d(Module):
                 f"Conv2d expects an odd kernel_size, so that the 'same' padding is symmetric; got "
                 f"in_channels={in_channels!r}, out_channels={out_channels!r}, kernel_size={kernel_size!r}"
             )
-        generator = make_generator(rng)
+        generator = make_generator(rng, "Conv2d")
         scale = 1.0 / np.sqrt(self.in_channels)
         self.W = generator.uniform(-scale, scale, size=(self.out_channels, self.in_channels, self.kernel_size, self.kernel_size))
         self.b = generator.uniform(-scale, scale, size=(self.out_channels,))

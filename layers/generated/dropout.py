@@ -34,7 +34,7 @@ class Dropout(Module):
     def __init__(self, p=0.5, rng=None):
         super().__init__()
         self.p = expect_probability("Dropout", "p", p)
-        generator = make_generator(rng)
+        generator = make_generator(rng, "Dropout")
         self.generator = generator
         self.mask = None
 

@@ -43,7 +43,7 @@ class ChannelwiseScaling(Module):
         """
         super().__init__()
         self.n_out = expect_positive_int(_NAME, "n_out", n_out)
-        generator = make_generator(rng)
+        generator = make_generator(rng, _NAME)
         stdv = 1 / np.sqrt(self.n_out)
         self.gamma = generator.uniform(-stdv, stdv, size=self.n_out)
         self.beta = generator.uniform(-stdv, stdv, size=self.n_out)

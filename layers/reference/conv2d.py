@@ -66,7 +66,7 @@ class Conv2d(Module):
             )
         self.padding = self.kernel_size // 2
 
-        generator = make_generator(rng)
+        generator = make_generator(rng, _NAME)
         stdv = 1 / np.sqrt(self.in_channels)
         shape = (
             self.out_channels,

@@ -55,7 +55,7 @@ class Dropout(Module):
         self.p = expect_probability(_NAME, "p", p)
         # 1 / (1 - p) has no value at p = 1; every element is dropped there anyway.
         self.scale = 1 / (1 - self.p) if self.p < 1 else 0.0
-        self.generator = make_generator(rng)
+        self.generator = make_generator(rng, _NAME)
         self.mask = None
 
     def _compute_output(self, input):
