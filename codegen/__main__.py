@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from codegen.generate import DEFAULT_OUT, generate
+from codegen.generate import DEFAULT_OUT, generate, is_model_file
 from derivations.models import CATALOG
 
 
@@ -17,7 +17,8 @@ def main(argv=None) -> int:
         "layers",
         nargs="*",
         metavar="LAYER",
-        help=f"layers to regenerate (default: all): {', '.join(CATALOG)}",
+        help="layers to regenerate (default: all): model files (*.py defining "
+        f"build()) or catalog names: {', '.join(CATALOG)}",
     )
     parser.add_argument(
         "--check",
@@ -30,12 +31,24 @@ def main(argv=None) -> int:
         help="folder to write to (default: %(default)s)",
     )
     args = parser.parse_args(argv)
-    unknown = [name for name in args.layers if name not in CATALOG]
+    unknown = [
+        name for name in args.layers if name not in CATALOG and not is_model_file(name)
+    ]
     if unknown:
         parser.error(
-            f"unknown layer {unknown[0]!r}; expected one of: {', '.join(CATALOG)}"
+            f"unknown layer {unknown[0]!r}; expected a model file (*.py) or one of: "
+            f"{', '.join(CATALOG)}"
         )
-    results = generate(args.layers, args.out, check=args.check)
+    files = [name for name in args.layers if is_model_file(name)]
+    if files and args.out == str(DEFAULT_OUT):
+        parser.error(
+            f"a model file ({files[0]}) needs --out DIR: layers/generated holds the "
+            "catalog only"
+        )
+    try:
+        results = generate(args.layers, args.out, check=args.check)
+    except ValueError as error:
+        parser.error(str(error))
     stale = [result for result in results if result.stale]
     if args.check and stale:
         names = ", ".join(str(result.path) for result in stale)

@@ -18,7 +18,7 @@ from codegen.lower import Lowerer
 from codegen.names import Letters, Names
 from derivations.calculus import FreshIndices, normalize
 from derivations.derive import Backward, derive_backward
-from derivations.notation import Model
+from derivations.notation import REQUIRED, Maximum, Model, argmax_bases
 
 COMMAND = "python -m codegen"
 
@@ -104,9 +104,21 @@ class _ModuleEmitter:
         for size in model.sizes:
             code = scalars[size]
             if size in model.size_bindings and size not in bound_from_input:
-                lines.append(
-                    f"{code} = {self._argument_code(model.size_bindings[size])}"
+                formula = model.size_bindings[size]
+                lines.append(f"{code} = {self._argument_code(formula)}")
+                reads_sizes = any(
+                    re.search(rf"\b{other.name}\b", formula) for other in model.sizes
                 )
+                if reads_sizes and size.is_positive:
+                    lines += [
+                        f"if {code} < 1:",
+                        "    raise ValueError(",
+                        f'        f"{self.layer} expects an input for which '
+                        f'{size} = {formula} is at least 1; "',
+                        f'        f"got input of shape {{x.shape}}, which gives '
+                        f'{size} = {{{code}}}"',
+                        "    )",
+                    ]
             elif size in bound_from_input:
                 lines.append(f"{code} = {input_code}.shape[{bound_from_input[size]}]")
         for constant in model.constants:
@@ -221,10 +233,7 @@ class _ModuleEmitter:
         )
         lines = self._prologue(lowerer, scalars, arrays, mode, backward=False)
         for definition in definitions:
-            code = names.name(("def", definition.name), definition.name)
-            lowerer.arrays[definition.name] = code
-            terms = normalize(definition.expression, FreshIndices())
-            lowerer.terms(terms, definition.indices, name=code)
+            _lower_definition(lowerer, names, definition)
         updates = []
         for update in model.modes[mode].updates:
             terms = normalize(update.expression, FreshIndices())
@@ -258,6 +267,9 @@ class _ModuleEmitter:
         for adjoint in backward.adjoints:
             for term in adjoint.terms:
                 needed |= {str(r.base.label) for r in term.factor.atoms(sp.Indexed)}
+        for definition in definitions:
+            if any(str(base.label) in needed for _, base in argmax_bases(definition)):
+                needed.add(definition.name)
         for definition in reversed(definitions):
             if definition.name in needed:
                 needed |= {
@@ -265,13 +277,7 @@ class _ModuleEmitter:
                 }
         for definition in definitions:
             if definition.name in needed:
-                code = names.name(("def", definition.name), definition.name)
-                lowerer.arrays[definition.name] = code
-                lowerer.terms(
-                    normalize(definition.expression, FreshIndices()),
-                    definition.indices,
-                    name=code,
-                )
+                _lower_definition(lowerer, names, definition)
 
         results = {}
         for adjoint in backward.adjoints:
@@ -345,28 +351,33 @@ class _ModuleEmitter:
                 entries.append(_pystr(name))
         return "(" + ", ".join(entries) + ("," if len(entries) == 1 else "") + ")"
 
+    def _size_code(self, size) -> str:
+        """Code for a size inside ``_compute_input_grad``: from ``x.shape``, an
+        argument, or its formula over those."""
+        input_tensor = self.model.input_tensor
+        for axis, index in enumerate(input_tensor.indices):
+            if index.upper + 1 == size:
+                return f"x.shape[{axis}]"
+        if size not in self.model.size_bindings:
+            raise NotImplementedError(
+                f"model {self.model.name}: the size {size} is neither an input size "
+                "nor bound to an argument"
+            )
+        names = {symbol.name: symbol for symbol in self.model.sizes}
+
+        def replace(match):
+            word = match.group(0)
+            if word in self.arguments:
+                return f"self.{word}"
+            if word in names:
+                return f"({self._size_code(names[word])})"
+            return word
+
+        return re.sub(r"\b[A-Za-z_]\w*\b", replace, self.model.size_bindings[size])
+
     def _output_shape(self, mode) -> str:
         output = self.model.modes[mode].output
-        entries = []
-        input_tensor = self.model.input_tensor
-        for index in output.indices:
-            size = index.upper + 1
-            axis = next(
-                (a for a, i in enumerate(input_tensor.indices) if i.upper + 1 == size),
-                None,
-            )
-            if axis is not None:
-                entries.append(f"x.shape[{axis}]")
-            elif size in self.model.size_bindings:
-                entries.append(
-                    f"({self._argument_code(self.model.size_bindings[size])})"
-                )
-            else:
-                raise NotImplementedError(
-                    f"model {self.model.name}: the output size {size} is neither an "
-                    "input "
-                    "size nor bound to an argument"
-                )
+        entries = [self._size_code(index.upper + 1) for index in output.indices]
         return "(" + ", ".join(entries) + ("," if len(entries) == 1 else "") + ")"
 
     def _check_input_lines(self) -> list[str]:
@@ -386,7 +397,8 @@ class _ModuleEmitter:
         model = self.model
         signature = ["self"]
         for name, default in model.arguments:
-            signature.append(name if default is None else f"{name}={default!r}")
+            required = default is REQUIRED
+            signature.append(name if required else f"{name}={default!r}")
         randomized = any(t.init == "uniform" for t in model.parameters) or any(
             t.role == "random" for t in model.tensors
         )
@@ -397,7 +409,13 @@ class _ModuleEmitter:
         bound_arguments = set(model.size_bindings.values())
         for name, _ in model.arguments:
             constant = next((c for c in model.constants if c.name == name), None)
-            if name in bound_arguments:
+            kind = model.argument_kinds.get(name)
+            if kind is not None:
+                self.imports.add(f"expect_{kind}")
+                body.append(
+                    f'self.{name} = expect_{kind}("{self.layer}", "{name}", {name})'
+                )
+            elif name in bound_arguments:
                 self.imports.add("expect_positive_int")
                 body.append(
                     f"self.{name} = expect_positive_int("
@@ -411,14 +429,13 @@ class _ModuleEmitter:
                 )
             else:
                 body.append(f"self.{name} = {name}")
-        for condition, expected in getattr(model, "argument_checks", []):
+        for condition, expected in model.argument_checks:
+            named = [a for a in self.arguments if re.search(rf"\b{a}\b", condition)]
             body += [
                 f"if not ({self._argument_code(condition)}):",
                 "    raise ValueError(",
                 f'        f"{self.layer} expects {expected}; got "',
-                '        f"'
-                + ", ".join(f"{a}={{{a}!r}}" for a in self.arguments)
-                + '"',
+                '        f"' + ", ".join(f"{a}={{{a}!r}}" for a in named) + '"',
                 "    )",
             ]
         if randomized:
@@ -596,6 +613,22 @@ class _ModuleEmitter:
         return lines
 
 
+def _lower_definition(lowerer: Lowerer, names: Names, definition) -> None:
+    """Emits one forward definition; a Maximum also names its argmax arrays."""
+    code = names.name(("def", definition.name), definition.name)
+    lowerer.arrays[definition.name] = code
+    if isinstance(definition.expression, Maximum):
+        positions = []
+        for _, base in argmax_bases(definition):
+            label = str(base.label)
+            positions.append(names.name(("def", label), label))
+            lowerer.arrays[label] = positions[-1]
+        lowerer.maximum(definition.expression, definition.indices, code, positions)
+        return
+    terms = normalize(definition.expression, FreshIndices())
+    lowerer.terms(terms, definition.indices, name=code)
+
+
 def _docstring(model: Model, emitter: _ModuleEmitter, module_name: str) -> list[str]:
     lines = [f'"""{model.name}: {model.summary}', ""]
     lines.append(
@@ -632,17 +665,19 @@ def _docstring(model: Model, emitter: _ModuleEmitter, module_name: str) -> list[
     return lines
 
 
-def emit_module(model: Model, module_name: str) -> Emitted:
-    """The text of the generated module for ``model``."""
+def emit_module(model: Model, module_name: str, command: str | None = None) -> Emitted:
+    """The text of the generated module for ``model``.
+
+    ``command`` is the command that rebuilds it, for the header; by default the
+    catalog's ``python -m codegen <module_name>``.
+    """
     emitter = _ModuleEmitter(model, module_name)
     class_lines = emitter.emit_class()
     body = "\n".join(class_lines)
     validation = ["expect_array"]
     if "expect_target(" in body:
         validation.append("expect_target")
-    for name in ("expect_positive_int", "expect_probability"):
-        if name in emitter.imports:
-            validation.append(name)
+    validation += sorted(n for n in emitter.imports if n.startswith("expect_"))
     if "reversed_slice(" in body:
         validation.append("reversed_slice")
     random = [
@@ -650,7 +685,7 @@ def emit_module(model: Model, module_name: str) -> Emitted:
     ]
     header = [
         f"# Generated by symbolic-backprop from {model.source} (model {model.name}).",
-        f"# Do not edit: rebuild with `{COMMAND} {module_name}`.",
+        f"# Do not edit: rebuild with `{command or f'{COMMAND} {module_name}'}`.",
     ]
     imports = ["import numpy as np"]
     if "sliding_window_view(" in body:

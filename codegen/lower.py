@@ -19,7 +19,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from codegen.names import Letters, Names
 from derivations.affine import InRange, affine_parts, value_range
-from derivations.calculus import FreshIndices, normalize, split_factor
+from derivations.calculus import FreshIndices, Term, normalize, split_factor
 
 
 class _ArrayPrinter(NumPyPrinter):
@@ -175,7 +175,7 @@ class Lowerer:
                 f"{current}, {self.scalar(length)}, axis={axis})"
             )
             current = target
-        selectors.extend("::-1" if reverse else ":" for _, _, _, reverse in windows)
+        selectors.extend(selector for _, _, _, selector in windows)
         while selectors and selectors[-1] == ":":
             selectors.pop()
         if selectors:
@@ -202,35 +202,43 @@ class Lowerer:
         if not coefficients:
             plan["selector"] = self.scalar(start)
             return plan
-        if (
-            any(c not in (1, -1) for c in coefficients.values())
-            or len(coefficients) > 2
+        if len(coefficients) > 2 or any(
+            c.is_negative and c != -1 for c in coefficients.values()
         ):
             raise NotImplementedError(
                 f"{context}: an index expression {position} with more than two "
-                "indices or a coefficient other than +1 and -1 (strides)"
+                "indices or a negative coefficient other than -1"
             )
         ordered = sorted(
             coefficients,
             key=lambda i: (self._example(i.upper + 1), str(i)),
         )
         if len(ordered) == 2:
-            window_index, index = ordered[0], ordered[1]
-            length = window_index.upper + 1
-            reverse = coefficients[window_index] == -1
-            if reverse:
-                start = sp.expand(start - (length - 1))
-            plan["window"] = (axis, length, window_index, reverse)
+            # The smaller index (a kernel offset) becomes a window axis; its
+            # coefficient (a dilation) is the window's step.
+            window_index, index = ordered
+            step = coefficients[window_index]
+            count = window_index.upper + 1
+            if step == -1:
+                start = sp.expand(start - (count - 1))
+                length, selector = count, "::-1"
+            else:
+                length = sp.expand(step * (count - 1) + 1)
+                selector = ":" if step == 1 else f"::{self.scalar(step)}"
+            plan["window"] = (axis, length, window_index, selector)
         else:
             index = ordered[0]
         count = index.upper + 1
+        step = coefficients[index]
         plan["index"] = index
-        if coefficients[index] == 1:
-            plan["selector"] = f"{self.scalar(start)}:{self.scalar(start + count)}"
-        else:
+        if step == -1:
             plan["selector"] = (
                 f"reversed_slice({self.scalar(start)}, {self.scalar(count)})"
             )
+        else:
+            stop = self.scalar(sp.expand(start + step * (count - 1) + 1))
+            stride = "" if step == 1 else f":{self.scalar(step)}"
+            plan["selector"] = f"{self.scalar(start)}:{stop}{stride}"
         return plan
 
     def _example(self, size) -> int:
@@ -275,12 +283,19 @@ class Lowerer:
         return f"{code}[{', '.join(selectors)}]"
 
     def elementwise(self, expr, indices) -> str:
-        """NumPy code of a sum-free expression, broadcast to ``indices``."""
+        """NumPy code of a sum-free expression, broadcast to ``indices``.
+
+        An index standing outside any read is its value: ``np.arange`` along
+        its axis.
+        """
         expr = self._hoist_scalars(self._name_sums(expr))
         stand_ins = {}
         for read in sorted(expr.atoms(sp.Indexed), key=sp.srepr):
             operand = self.read(read)
             stand_ins[read] = sp.Symbol(self.align(operand, indices))
+        for index in sorted(expr.xreplace(stand_ins).atoms(sp.Idx), key=str):
+            values = Operand(f"np.arange({self.scalar(index.upper + 1)})", (index,))
+            stand_ins[index] = sp.Symbol(self.align(values, indices))
         for bracket in expr.atoms(InRange):
             raise NotImplementedError(
                 f"{self.context}: a range bracket {bracket} that no zero-padded "
@@ -358,7 +373,10 @@ class Lowerer:
             return name
         parts, covered = [], set()
         for term in terms:
-            code, used = self._term(term, indices)
+            if term.factor.has(sp.KroneckerDelta):
+                code, used = self._scatter(term, indices), set(indices)
+            else:
+                code, used = self._term(term, indices)
             parts.append(code)
             covered |= used
         total = parts[0]
@@ -373,6 +391,98 @@ class Lowerer:
             total = f"{total}.copy()"
         self.emit(f"{name} = {total}")
         return name
+
+    def _scatter(self, term, indices) -> str:
+        """A term whose deltas tie target axes to other indices: scatter-add.
+
+        ``sum_S f * delta(k, e)`` puts each value of ``f`` at position ``e`` of
+        axis ``k``: the values are computed on the grid of the untied target
+        axes and of the summed indices ``e`` reads, every other summed index is
+        contracted first, and ``np.add.at`` accumulates them. Positions outside
+        the target's range (zero padding) are dropped.
+        """
+        tied, rest = {}, []
+        for arg in sp.Mul.make_args(term.factor):
+            if not isinstance(arg, sp.KroneckerDelta):
+                rest.append(arg)
+                continue
+            left, right = arg.args
+            if left in indices and left not in tied:
+                tied[left] = right
+            elif right in indices and right not in tied:
+                tied[right] = left
+            else:
+                raise NotImplementedError(
+                    f"{self.context}: a Kronecker delta {arg} that ties no free "
+                    "axis of the result"
+                )
+        reached = set()
+        for expr in tied.values():
+            reached |= expr.atoms(sp.Idx)
+        grid = [i for i in indices if i not in tied]
+        grid += [
+            i for i in self._ordered(reached) if i not in grid and i not in indices
+        ]
+        contracted = tuple(s for s in term.summed if s not in grid)
+        values = self.terms([Term(contracted, sp.Mul(*rest))], grid)
+        positions = []
+        for index in indices:
+            expr = tied.get(index, index)
+            code = self.names.temporary("at")
+            self.emit(f"{code} = {self.elementwise(expr, grid)}")
+            positions.append((code, index))
+
+        name = self.names.temporary("scattered")
+        widths, starts, stops = [], [], []
+        for code, index in positions:
+            size = self.scalar(index.upper + 1)
+            if index in tied:
+                low, high = f"{code}_low", f"{code}_high"
+                self.emit(f"{low} = max(0, -int({code}.min()))")
+                self.emit(f"{high} = max(0, int({code}.max()) - {size} + 1)")
+                widths.append(f"{size} + {low} + {high}")
+                starts.append(low)
+                stops.append(f"{low} + {size}")
+            else:
+                widths.append(size)
+                starts.append("0")
+                stops.append(size)
+        shape = "(" + ", ".join(widths) + ("," if len(widths) == 1 else "") + ")"
+        self.emit(f"{name} = np.zeros({shape}, dtype={values}.dtype)")
+        at = ", ".join(
+            f"{code} + {start}" if start != "0" else code
+            for (code, _), start in zip(positions, starts, strict=True)
+        )
+        self.emit(
+            f"np.add.at({name}, ({at},), "
+            f"np.broadcast_to({values}, {self._shape(grid)}))"
+        )
+        window = ", ".join(f"{a}:{b}" for a, b in zip(starts, stops, strict=True))
+        self.emit(f"{name} = {name}[{window}]")
+        return name
+
+    def maximum(self, expr, indices, name, positions) -> None:
+        """``name = max over the limits of the body``, and the argmax.
+
+        ``positions`` names one integer array per reduced index: where the
+        first maximum (row-major over the reduced indices) sits.
+        """
+        reduced = [limit[0] for limit in expr.limits]
+        grid = list(indices) + reduced
+        body = self.elementwise(expr.function, grid)
+        flat = self.names.temporary("candidates")
+        kept = self._shape(indices)[:-1].rstrip(",")
+        kept = kept + ", -1)" if indices else "(-1,)"
+        self.emit(
+            f"{flat} = np.broadcast_to({body}, {self._shape(grid)}).reshape({kept})"
+        )
+        first = self.names.temporary("first")
+        self.emit(f"{first} = np.argmax({flat}, axis=-1)")
+        self.emit(
+            f"{name} = np.take_along_axis({flat}, {first}[..., None], axis=-1)[..., 0]"
+        )
+        targets = ", ".join(positions) + ("," if len(positions) == 1 else "")
+        self.emit(f"{targets} = np.unravel_index({first}, {self._shape(reduced)})")
 
     def _shape(self, indices) -> str:
         sizes = [self.scalar(i.upper + 1) for i in indices]

@@ -17,28 +17,39 @@ def index_atoms(expr) -> list[sp.Idx]:
 
 
 def affine_parts(expr, context: str) -> tuple[dict, sp.Expr]:
-    """Splits ``expr`` into ``({index: integer coefficient}, offset)``.
+    """Splits ``expr`` into ``({index: coefficient}, offset)``.
+
+    A coefficient is a nonzero integer or a positive integer expression of
+    sizes (a stride). Reads of integer tensors (argmax positions) are opaque:
+    they belong to the offset, and the indices inside them get no coefficient.
 
     Raises:
-        NotImplementedError: ``expr`` is not affine in its indices with integer
+        NotImplementedError: ``expr`` is not affine in its indices with such
             coefficients; ``context`` names where it was read.
     """
     expr = sp.sympify(expr)
-    indices = index_atoms(expr)
+    reads = sorted(expr.atoms(sp.Indexed), key=sp.srepr)
+    opaque = {read: sp.Dummy("read") for read in reads}
+    outer = expr.xreplace(opaque)
+    indices = index_atoms(outer)
     stand_ins = {index: sp.Dummy(str(index)) for index in indices}
-    plain = sp.expand(expr.xreplace(stand_ins))
+    plain = sp.expand(outer.xreplace(stand_ins))
     coefficients = {}
     for index in indices:
         coefficient = sp.diff(plain, stand_ins[index])
-        if coefficient.free_symbols or not coefficient.is_integer:
+        allowed = coefficient.is_integer and (
+            coefficient.is_Number or coefficient.is_positive
+        )
+        if coefficient.has(*stand_ins.values(), *opaque.values()) or not allowed:
             raise NotImplementedError(
                 f"index expression {expr} in {context} is not affine with integer "
                 "coefficients"
             )
         if coefficient != 0:
-            coefficients[index] = int(coefficient)
+            coefficients[index] = coefficient
     offset = sp.expand(plain.xreplace({stand_ins[i]: 0 for i in indices}))
-    return coefficients, offset
+    back = {symbol: read for read, symbol in opaque.items()}
+    return coefficients, offset.xreplace(back)
 
 
 def value_range(expr, context: str) -> tuple[sp.Expr, sp.Expr]:
@@ -47,8 +58,8 @@ def value_range(expr, context: str) -> tuple[sp.Expr, sp.Expr]:
     low, high = offset, offset
     for index, coefficient in coefficients.items():
         ends = (coefficient * index.lower, coefficient * index.upper)
-        low += ends[0] if coefficient > 0 else ends[1]
-        high += ends[1] if coefficient > 0 else ends[0]
+        low += ends[0] if coefficient.is_positive else ends[1]
+        high += ends[1] if coefficient.is_positive else ends[0]
     return sp.expand(low), sp.expand(high)
 
 

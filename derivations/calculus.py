@@ -35,17 +35,17 @@ class FreshIndices:
         return sp.Idx(sp.Symbol(name, integer=True), (index.lower, index.upper))
 
     def rename_bound(self, expr):
-        """Gives every index bound by a Sum in ``expr`` a fresh name."""
-        if not isinstance(expr, sp.Basic) or not expr.has(sp.Sum):
+        """Gives every index bound by a Sum (or a Maximum) a fresh name."""
+        if not isinstance(expr, sp.Basic) or not expr.atoms(sp.Idx):
             return expr
-        if isinstance(expr, sp.Sum):
+        if isinstance(expr, sp.Sum) or type(expr).__name__ == "Maximum":
             body = self.rename_bound(expr.function)
             limits = []
             for index, low, high in expr.limits:
                 new = self.like(index)
                 body = body.xreplace({index: new})
                 limits.append((new, low, high))
-            return sp.Sum(body, *limits)
+            return expr.func(body, *limits)
         return expr.func(*(self.rename_bound(arg) for arg in expr.args))
 
 

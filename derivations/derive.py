@@ -26,7 +26,15 @@ from derivations.calculus import (
     terms_to_expr,
 )
 from derivations.identities import sum_definitions
-from derivations.notation import Definition, Mode, Model, ModelError, Tensor
+from derivations.notation import (
+    Definition,
+    Maximum,
+    Mode,
+    Model,
+    ModelError,
+    Tensor,
+    select_maximum,
+)
 
 
 @dataclass
@@ -99,9 +107,15 @@ def check_model(model: Model, mode: Mode) -> None:
                 raise ModelError(
                     f"{context} reads {name!r}, which is not defined before it"
                 )
+        maxima = definition.expression.atoms(Maximum)
+        if maxima and not isinstance(definition.expression, Maximum):
+            raise NotImplementedError(
+                f"{context} uses a Maximum inside a larger expression; a Maximum "
+                "must be the whole expression of its own definition"
+            )
         bound = set()
-        for summation in definition.expression.atoms(sp.Sum):
-            bound |= {limit[0] for limit in summation.limits}
+        for reduction in definition.expression.atoms(sp.Sum, Maximum):
+            bound |= {limit[0] for limit in reduction.limits}
         free = definition.expression.atoms(sp.Idx) - bound
         extra = free - set(definition.indices)
         if extra:
@@ -147,6 +161,8 @@ def _base_of(model: Model, mode: Mode, name: str) -> sp.IndexedBase:
 def _instantiate_definition(definition: Definition, fresh: FreshIndices):
     """The definition's expression with fresh free and bound indices."""
     renamed = tuple(fresh.like(index) for index in definition.indices)
+    if isinstance(definition.expression, Maximum):
+        return renamed, select_maximum(definition, renamed)
     expr = fresh.rename_bound(definition.expression)
     return renamed, expr.xreplace(dict(zip(definition.indices, renamed, strict=True)))
 
@@ -260,7 +276,10 @@ def derive_jacobian(model: Model, mode_name: str, wrt_name: str) -> Jacobian:
     identities = sum_definitions(mode.definitions)
     for definition in mode.definitions:
         context = f"definition {definition.name!r} of model {model.name}"
-        local = derivative(definition.expression, wrt.base, wrt_indices, fresh, known)
+        expression = definition.expression
+        if isinstance(expression, Maximum):
+            expression = select_maximum(definition, definition.indices)
+        local = derivative(expression, wrt.base, wrt_indices, fresh, known)
         terms = simplify_terms(
             local, fresh, model.indices, context=context, identities=identities
         )

@@ -27,8 +27,58 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy as sp
+from sympy.concrete.expr_with_limits import ExprWithLimits
+
+
+class _Required:
+    """The default of a constructor argument the user must give."""
+
+    def __repr__(self):
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
 
 RESERVED_NAMES = frozenset({"np", "self", "output_grad", "input_grad"})
+
+
+class Maximum(ExprWithLimits):
+    """``max`` of a body over indices: ``Maximum(x[b, n], (n, 0, N - 1))``.
+
+    A selection: its derivative is the body's derivative at the position of
+    the maximum, the first one in row-major order of the indices when several
+    entries tie (as ``numpy.argmax`` and PyTorch's max pooling choose). The
+    engine names that position as integer tensors ``<name>_argmax_<index>``.
+    A Maximum must be the whole expression of a definition.
+    """
+
+    def _latex(self, printer):
+        indices = ", ".join(printer._print(limit[0]) for limit in self.limits)
+        return rf"\max_{{{indices}}} {printer._print(self.function)}"
+
+
+def argmax_bases(definition) -> list:
+    """``(index, IndexedBase)`` of each argmax tensor of a Maximum definition."""
+    expr = definition.expression
+    if not isinstance(expr, Maximum):
+        return []
+    shape = tuple(index.upper + 1 for index in definition.indices)
+    return [
+        (limit[0], sp.IndexedBase(f"{definition.name}_argmax_{limit[0]}", shape=shape))
+        for limit in expr.limits
+    ]
+
+
+def select_maximum(definition, indices):
+    """A Maximum definition's body at its argmax, read with ``indices``."""
+    expr = definition.expression
+    bound = [limit[0] for limit in expr.limits]
+    positions = {
+        index: base[tuple(indices)] for index, base in argmax_bases(definition)
+    }
+    renamed = dict(zip(definition.indices, indices, strict=True))
+    body = expr.function.xreplace(renamed)
+    return body.xreplace({index: positions[index] for index in bound})
 
 
 def size_symbol(name: str) -> sp.Symbol:
@@ -160,6 +210,7 @@ class Model:
         self.init_scale: str = "1.0"
         self.input_layout: tuple = ()
         self.argument_checks: list[tuple[str, str]] = []
+        self.argument_kinds: dict[str, str] = {}
         # "layer": forward(input), backward(input, output_grad);
         # "criterion": forward(input, target) -> float, backward(input, target).
         self.kind = "layer"
@@ -193,9 +244,16 @@ class Model:
         self.indices.append(index)
         return index
 
-    def argument(self, name: str, default=None):
-        """A constructor argument that is not a formula constant."""
+    def argument(self, name: str, default=REQUIRED, kind=None):
+        """A constructor argument that is not a formula constant.
+
+        ``kind`` names the runtime check: "positive_int", "optional_positive_int"
+        (None or a positive int), "padding" (a non-negative int or "same") or
+        "bool"; arguments a size is bound to are positive ints by default.
+        """
         self.arguments.append((name, default))
+        if kind is not None:
+            self.argument_kinds[name] = kind
 
     def require(self, condition: str, expected: str) -> None:
         """A check of the constructor arguments, as Python over their names."""

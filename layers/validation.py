@@ -161,3 +161,28 @@ def expect_target(layer, target, input_shape, dtype, classes=False):
             )
     array, _ = expect_array(layer, "target", array, expected)
     return array.astype(dtype, copy=False)
+
+
+def expect_optional_positive_int(layer, argument, value):
+    """Returns None, or ``value`` as a positive int; else a ValueError naming it."""
+    if value is None:
+        return None
+    return expect_positive_int(layer, argument, value)
+
+
+def expect_padding(layer, argument, value):
+    """Returns "same" or a non-negative int; else a ValueError naming it."""
+    if value == "same":
+        return value
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+        raise ValueError(
+            f'{layer} expects {argument} as a non-negative int or "same"; got {value!r}'
+        )
+    return int(value)
+
+
+def expect_bool(layer, argument, value):
+    """Returns ``value`` if it is a bool; else a TypeError naming it."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{layer} expects {argument} as True or False; got {value!r}")
+    return value

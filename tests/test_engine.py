@@ -110,7 +110,12 @@ UNSUPPORTED = [
         "bounds",
     ),
     ("non-affine index", lambda x, b, n, B, N: x[b * b, n], "not affine"),
-    ("stride 2", lambda x, b, n, B, N: x[2 * b, n], "coefficient"),
+    ("negative stride", lambda x, b, n, B, N: x[B - 1 - 2 * b, n], "negative"),
+    (
+        "a read the backward reverses with a stride",
+        lambda x, b, n, B, N: x[b, n + b + b],
+        "negative coefficient",
+    ),
 ]
 
 

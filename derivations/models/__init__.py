@@ -20,6 +20,9 @@ CATALOG = {
     "mse_criterion": "derivations.models.criteria:build_mse",
     "class_nll_criterion": "derivations.models.criteria:build_class_nll",
     "flatten": "derivations.models.flatten",
+    "softmax": "derivations.models.softmax:build_softmax",
+    "log_softmax": "derivations.models.softmax:build_log_softmax",
+    "max_pool2d": "derivations.models.max_pool2d",
 }
 
 

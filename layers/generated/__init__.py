@@ -15,5 +15,8 @@ from .layer_normalization import LayerNormalization
 from .mse_criterion import MSECriterion
 from .class_nll_criterion import ClassNLLCriterion
 from .flatten import Flatten
+from .softmax import SoftMax
+from .log_softmax import LogSoftMax
+from .max_pool2d import MaxPool2d
 
-__all__ = ['BatchNormalization', 'ChannelwiseScaling', 'Dropout', 'Conv2d', 'Linear', 'ReLU', 'LeakyReLU', 'ELU', 'SoftPlus', 'LayerNormalization', 'MSECriterion', 'ClassNLLCriterion', 'Flatten']
+__all__ = ['BatchNormalization', 'ChannelwiseScaling', 'Dropout', 'Conv2d', 'Linear', 'ReLU', 'LeakyReLU', 'ELU', 'SoftPlus', 'LayerNormalization', 'MSECriterion', 'ClassNLLCriterion', 'Flatten', 'SoftMax', 'LogSoftMax', 'MaxPool2d']

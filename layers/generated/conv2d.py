@@ -39,7 +39,7 @@ class Conv2d(Module):
         if not (self.kernel_size % 2 == 1):
             raise ValueError(
                 f"Conv2d expects an odd kernel_size, so that the 'same' padding is symmetric; got "
-                f"in_channels={in_channels!r}, out_channels={out_channels!r}, kernel_size={kernel_size!r}"
+                f"kernel_size={kernel_size!r}"
             )
         generator = make_generator(rng, "Conv2d")
         scale = 1.0 / np.sqrt(self.in_channels)
@@ -56,7 +56,7 @@ class Conv2d(Module):
 
     def _compute_input_grad(self, input, output_grad):
         x, _ = expect_array("Conv2d", "input", input, ('batch', self.in_channels, 'H', 'W'))
-        output_grad, _ = expect_array("Conv2d", "output_grad", output_grad, (x.shape[0], (self.out_channels), x.shape[2], x.shape[3]))
+        output_grad, _ = expect_array("Conv2d", "output_grad", output_grad, (x.shape[0], self.out_channels, x.shape[2], x.shape[3]))
         grads = self._backward_train(x, output_grad)
         self._pending_parameters_grad = grads[1:]
         return grads[0]

@@ -49,7 +49,7 @@ class Linear(Module):
 
     def _compute_input_grad(self, input, output_grad):
         x, _ = expect_array("Linear", "input", input, ('batch', self.n_in))
-        output_grad, _ = expect_array("Linear", "output_grad", output_grad, (x.shape[0], (self.n_out)))
+        output_grad, _ = expect_array("Linear", "output_grad", output_grad, (x.shape[0], self.n_out))
         grads = self._backward_train(x, output_grad)
         self._pending_parameters_grad = grads[1:]
         return grads[0]
