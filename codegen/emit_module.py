@@ -127,7 +127,13 @@ class _ModuleEmitter:
             lines.append(f"{input_code} = x")
         for tensor in model.tensors:
             code = arrays[tensor.name]
-            if tensor.role == "parameter":
+            if tensor.role == "parameter" and tensor.enabled_by:
+                shape = lowerer._shape(tensor.indices)
+                lines.append(
+                    f"{code} = self.{tensor.attribute} if self.{tensor.attribute} "
+                    f"is not None else np.zeros({shape}, dtype=dtype)"
+                )
+            elif tensor.role == "parameter":
                 lines.append(f"{code} = self.{tensor.attribute}")
             elif tensor.role == "state":
                 lines.append(f"{code} = self.{tensor.attribute}")
@@ -248,11 +254,11 @@ class _ModuleEmitter:
         self.functions[f"forward {mode}"] = lowerer.lines
         return body
 
-    def backward_function(self, mode: str) -> list[str]:
+    def backward_function(self, mode: str, model=None, label="") -> list[str]:
         names, scalars, arrays = self._scope()
-        model = self.model
+        model = model or self.model
         backward = derive_backward(model, mode)
-        self.backwards[mode] = backward
+        self.backwards[f"{mode} ({label})" if label else mode] = backward
         context = f"backward pass of model {model.name} ({mode})"
         lowerer = Lowerer(
             names, self.letters, scalars, arrays, model.example_sizes, context
@@ -455,22 +461,35 @@ class _ModuleEmitter:
                     )
                 shape.append(self._argument_code(model.size_bindings[size]))
             shape_code = "(" + ", ".join(shape) + ("," if len(shape) == 1 else "") + ")"
+            create = []
             if tensor.init == "uniform":
-                body.append(
+                create.append(
                     f"self.{tensor.attribute} = "
                     f"generator.uniform(-scale, scale, size={shape_code})"
                 )
             elif tensor.init in ("ones", "zeros"):
-                body.append(f"self.{tensor.attribute} = np.{tensor.init}({shape_code})")
+                create.append(
+                    f"self.{tensor.attribute} = np.{tensor.init}({shape_code})"
+                )
             else:
                 raise NotImplementedError(
                     f"model {model.name}: parameter {tensor.name} with init "
                     f"{tensor.init!r}; expected 'uniform', 'ones' or 'zeros'"
                 )
-        for tensor in model.parameters:
-            body.append(
+            create.append(
                 f"self.{tensor.grad_attribute} = np.zeros_like(self.{tensor.attribute})"
             )
+            if tensor.enabled_by:
+                # A disabled parameter is None, as PyTorch's bias=False is.
+                body.append(f"if self.{tensor.enabled_by}:")
+                body += ["    " + line for line in create]
+                body += [
+                    "else:",
+                    f"    self.{tensor.attribute} = None",
+                    f"    self.{tensor.grad_attribute} = None",
+                ]
+            else:
+                body += create
         for tensor in model.tensors:
             if tensor.role == "state":
                 body.append(f"self.{tensor.attribute} = None")
@@ -562,10 +581,21 @@ class _ModuleEmitter:
                 "    self._pending_parameters_grad = None",
             ]
             for position, tensor in enumerate(model.parameters):
-                body.append(f"self.{tensor.grad_attribute} += pending[{position}]")
+                update = f"self.{tensor.grad_attribute} += pending[{position}]"
+                if tensor.enabled_by:
+                    body += [
+                        f"if self.{tensor.grad_attribute} is not None:",
+                        "    " + update,
+                    ]
+                else:
+                    body.append(update)
             lines += _indent(body, 2)
+            optional = any(t.enabled_by for t in model.parameters)
             attributes = ", ".join(f"self.{t.attribute}" for t in model.parameters)
             grads = ", ".join(f"self.{t.grad_attribute}" for t in model.parameters)
+            if optional:
+                attributes = f"a for a in ({attributes},) if a is not None"
+                grads = f"g for g in ({grads},) if g is not None"
             lines += [
                 "",
                 "    def get_parameters(self):",
@@ -606,10 +636,21 @@ class _ModuleEmitter:
             mode = group[0]
             lines += ["", f"    def _forward_{mode}(self, x{targets}):"]
             lines += _indent(self.forward_function(mode), 2)
+        arguments = f"x{targets}, output_grad"
         for group in groups:
             mode = group[0]
-            lines += ["", f"    def _backward_{mode}(self, x{targets}, output_grad):"]
-            lines += _indent(self.backward_function(mode), 2)
+            lines += ["", f"    def _backward_{mode}(self, {arguments}):"]
+            dispatch = []
+            for condition, _, label in model.specializations:
+                dispatch += [
+                    f"if {self._argument_code(condition)}:",
+                    f"    return self._backward_{mode}_{label}({arguments})",
+                ]
+            lines += _indent(dispatch + self.backward_function(mode), 2)
+            for _, substitution, label in model.specializations:
+                special = model.specialized(substitution)
+                lines += ["", f"    def _backward_{mode}_{label}(self, {arguments}):"]
+                lines += _indent(self.backward_function(mode, special, label), 2)
         return lines
 
 

@@ -202,26 +202,28 @@ class Lowerer:
         if not coefficients:
             plan["selector"] = self.scalar(start)
             return plan
-        if len(coefficients) > 2 or any(
-            c.is_negative and c != -1 for c in coefficients.values()
-        ):
-            raise NotImplementedError(
-                f"{context}: an index expression {position} with more than two "
-                "indices or a negative coefficient other than -1"
-            )
         ordered = sorted(
             coefficients,
             key=lambda i: (self._example(i.upper + 1), str(i)),
         )
+        if len(coefficients) > 2 or (
+            coefficients[ordered[-1]].is_negative and coefficients[ordered[-1]] != -1
+        ):
+            raise NotImplementedError(
+                f"{context}: an index expression {position} with more than two "
+                "indices or a negative coefficient other than -1 on its larger index"
+            )
         if len(ordered) == 2:
             # The smaller index (a kernel offset) becomes a window axis; its
             # coefficient (a dilation) is the window's step.
             window_index, index = ordered
             step = coefficients[window_index]
             count = window_index.upper + 1
-            if step == -1:
-                start = sp.expand(start - (count - 1))
-                length, selector = count, "::-1"
+            if step.is_negative:
+                # Read the window backwards: kh = 0 sits at its far end.
+                length = sp.expand(-step * (count - 1) + 1)
+                start = sp.expand(start - (length - 1))
+                selector = "::-1" if step == -1 else f"::-{self.scalar(-step)}"
             else:
                 length = sp.expand(step * (count - 1) + 1)
                 selector = ":" if step == 1 else f"::{self.scalar(step)}"

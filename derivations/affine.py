@@ -19,8 +19,8 @@ def index_atoms(expr) -> list[sp.Idx]:
 def affine_parts(expr, context: str) -> tuple[dict, sp.Expr]:
     """Splits ``expr`` into ``({index: coefficient}, offset)``.
 
-    A coefficient is a nonzero integer or a positive integer expression of
-    sizes (a stride). Reads of integer tensors (argmax positions) are opaque:
+    A coefficient is a nonzero integer or an integer expression of sizes whose
+    sign is known (a stride, a dilation, or minus one). Reads of integer tensors (argmax positions) are opaque:
     they belong to the offset, and the indices inside them get no coefficient.
 
     Raises:
@@ -38,7 +38,7 @@ def affine_parts(expr, context: str) -> tuple[dict, sp.Expr]:
     for index in indices:
         coefficient = sp.diff(plain, stand_ins[index])
         allowed = coefficient.is_integer and (
-            coefficient.is_Number or coefficient.is_positive
+            coefficient.is_Number or coefficient.is_positive or coefficient.is_negative
         )
         if coefficient.has(*stand_ins.values(), *opaque.values()) or not allowed:
             raise NotImplementedError(

@@ -24,6 +24,7 @@ Notation, stated once and used everywhere in the library:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -111,6 +112,7 @@ class Tensor:
     attribute: str = ""
     grad_attribute: str = ""
     init: str = ""
+    enabled_by: str = ""
 
     @property
     def name(self) -> str:
@@ -211,6 +213,7 @@ class Model:
         self.input_layout: tuple = ()
         self.argument_checks: list[tuple[str, str]] = []
         self.argument_kinds: dict[str, str] = {}
+        self.specializations: list[tuple[str, dict, str]] = []
         # "layer": forward(input), backward(input, output_grad);
         # "criterion": forward(input, target) -> float, backward(input, target).
         self.kind = "layer"
@@ -288,7 +291,9 @@ class Model:
             name, indices, "target", attribute=name, init="classes" if classes else ""
         )
 
-    def parameter(self, name, indices, attribute, grad_attribute, init="uniform"):
+    def parameter(
+        self, name, indices, attribute, grad_attribute, init="uniform", enabled_by=""
+    ):
         """A learnable parameter; its gradient is kept in ``grad_attribute``."""
         return self._tensor(
             name,
@@ -297,6 +302,7 @@ class Model:
             attribute=attribute,
             grad_attribute=grad_attribute,
             init=init,
+            enabled_by=enabled_by,
         )
 
     def state(self, name, indices, init) -> Tensor:
@@ -344,6 +350,35 @@ class Model:
         self._current.updates.append(
             Update(state, tuple(indices), sp.sympify(expression))
         )
+
+    def specialize(self, condition: str, substitution: dict, label: str) -> None:
+        """Also derive the backward pass with ``substitution`` applied, used at
+        run time when ``condition`` (Python over the arguments) holds.
+
+        With a stride of 1 a strided read becomes invertible, and its gradient a
+        shifted read instead of a scatter.
+        """
+        self.specializations.append((condition, dict(substitution), label))
+
+    def specialized(self, substitution: dict) -> Model:
+        """A copy whose definitions and updates have ``substitution`` applied."""
+        clone = copy.copy(self)
+        clone.modes = {}
+        for name, mode in self.modes.items():
+            clone.modes[name] = Mode(
+                name,
+                [
+                    Definition(
+                        d.name, d.indices, d.expression.xreplace(substitution), d.base
+                    )
+                    for d in mode.definitions
+                ],
+                [
+                    Update(u.state, u.indices, u.expression.xreplace(substitution))
+                    for u in mode.updates
+                ],
+            )
+        return clone
 
     # Queries.
 

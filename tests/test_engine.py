@@ -143,7 +143,9 @@ def test_a_free_index_missing_from_the_left_hand_side_is_a_model_error():
 
 def test_instance_reads_outside_the_range_as_zero():
     model = build("conv2d")
-    sizes = {s: v for s, v in zip(model.sizes, (1, 1, 1, 2, 2, 3, 1), strict=True)}
+    values = {"B": 1, "C": 1, "O": 1, "H": 2, "W": 2, "K": 3, "S": 1, "D": 1, "P": 1}
+    values.update(Ho=2, Wo=2)
+    sizes = {s: values[s.name] for s in model.sizes}
     instance = Instance(model, "train", sizes)
     assert instance.read("x", (0, 0, -1, 0)) == 0
     assert instance.read("x", (0, 0, 1, 1)) == sp.Symbol("x_0_0_1_1", real=True)

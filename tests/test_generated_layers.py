@@ -321,9 +321,13 @@ def test_generated_conv2d_one_hot_output_grad_gives_the_kernel(position, kernel_
 
 
 @pytest.mark.parametrize("kernel_size", [2, 4])
-def test_generated_conv2d_rejects_an_even_kernel_size(kernel_size):
+def test_generated_conv2d_takes_an_even_kernel_with_same_padding(kernel_size):
+    """Unlike the course's layer, the generated one pads an even kernel as
+    PyTorch does: the output keeps the input's size."""
+    layer = generated.Conv2d(2, 3, kernel_size, rng=0)
+    assert layer.forward(normal((2, 2, 5, 6))).shape == (2, 3, 5, 6)
     with pytest.raises(ValueError, match=r"Conv2d expects an odd kernel_size"):
-        generated.Conv2d(2, 3, kernel_size)
+        reference.Conv2d(2, 3, kernel_size)
 
 
 # Bad input

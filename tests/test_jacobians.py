@@ -16,7 +16,11 @@ from derivations import derive_jacobian
 from derivations.instantiate import Instance
 from derivations.models import build
 
-# Sizes small enough to list every entry; a 1x2x4x3 image for the convolution.
+# Sizes small enough to list every entry; a 1x2x4x3 image for the convolution,
+# with stride 1 and 'same' padding, and with stride 2 and dilation 2.
+CONV = {"B": 1, "C": 2, "O": 2, "H": 4, "W": 3, "K": 3, "S": 1, "D": 1, "P": 1}
+CONV.update(Ho=4, Wo=3)
+CONV_STRIDED = {**CONV, "S": 2, "D": 2, "H": 5, "Ho": 2, "Wo": 1}
 CASES = [
     ("batch_normalization", "train", "x", {"B": 3, "N": 2}),
     ("batch_normalization", "evaluate", "x", {"B": 3, "N": 2}),
@@ -25,15 +29,12 @@ CASES = [
     ("channelwise_scaling", "train", "beta", {"B": 3, "N": 2}),
     ("dropout", "train", "x", {"B": 3, "N": 2}),
     ("dropout", "evaluate", "x", {"B": 3, "N": 2}),
-    ("conv2d", "train", "x", {"B": 1, "C": 2, "O": 2, "H": 4, "W": 3, "K": 3, "P": 1}),
-    ("conv2d", "train", "W", {"B": 1, "C": 2, "O": 2, "H": 4, "W": 3, "K": 3, "P": 1}),
-    (
-        "conv2d",
-        "train",
-        "bias",
-        {"B": 1, "C": 2, "O": 1, "H": 3, "W": 3, "K": 3, "P": 1},
-    ),
-    ("conv2d", "train", "x", {"B": 1, "C": 1, "O": 1, "H": 3, "W": 4, "K": 1, "P": 0}),
+    ("conv2d", "train", "x", CONV),
+    ("conv2d", "train", "W", CONV),
+    ("conv2d", "train", "bias", {**CONV, "O": 1, "H": 3, "Ho": 3}),
+    ("conv2d", "train", "x", {**CONV, "C": 1, "O": 1, "K": 1, "P": 0}),
+    ("conv2d", "train", "x", CONV_STRIDED),
+    ("conv2d", "train", "W", CONV_STRIDED),
 ]
 
 

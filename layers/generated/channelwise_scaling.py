@@ -36,8 +36,8 @@ class ChannelwiseScaling(Module):
         generator = make_generator(rng, "ChannelwiseScaling")
         scale = 1.0 / np.sqrt(self.n_out)
         self.gamma = generator.uniform(-scale, scale, size=(self.n_out,))
-        self.beta = generator.uniform(-scale, scale, size=(self.n_out,))
         self.gradGamma = np.zeros_like(self.gamma)
+        self.beta = generator.uniform(-scale, scale, size=(self.n_out,))
         self.gradBeta = np.zeros_like(self.beta)
         self._pending_parameters_grad = None
 

@@ -5,19 +5,24 @@
 Forward definitions, by mode (reads outside a tensor's range are zero):
 
     train:
-        y[b, o, h, w] = bias[o] + Sum(W[o, c, kh, kw]*x[b, c, -P + h + kh, -P + kw + w], (c, 0, C - 1), (kh, 0, K - 1), (kw, 0, K - 1))
+        y[b, o, i, j] = bias[o] + Sum(W[o, c, kh, kw]*x[b, c, D*kh - P + S*i, D*kw - P + S*j], (c, 0, C - 1), (kh, 0, K - 1), (kw, 0, K - 1))
 
     evaluate:
-        y[b, o, h, w] = bias[o] + Sum(W[o, c, kh, kw]*x[b, c, -P + h + kh, -P + kw + w], (c, 0, C - 1), (kh, 0, K - 1), (kw, 0, K - 1))
+        y[b, o, i, j] = bias[o] + Sum(W[o, c, kh, kw]*x[b, c, D*kh - P + S*i, D*kw - P + S*j], (c, 0, C - 1), (kh, 0, K - 1), (kw, 0, K - 1))
 
 Derived backward passes (vector-Jacobian products):
 
     train:
-        input_grad[b, c, h, w] = Sum(W[o, c, kh, kw]*output_grad[b, o, P + h - kh, P - kw + w], (o, 0, O - 1), (kh, 0, K - 1), (kw, 0, K - 1))
-        grad_W[o, c, kh, kw] = Sum(output_grad[b, o, h, w]*x[b, c, -P + h + kh, -P + kw + w], (b, 0, B - 1), (h, 0, H - 1), (w, 0, W - 1))
-        grad_bias[o] = Sum(output_grad[b, o, h, w], (b, 0, B - 1), (h, 0, H - 1), (w, 0, W - 1))
+        input_grad[b, c, h, w] = Sum(KroneckerDelta(D*kh - P + S*i, h)*KroneckerDelta(D*kw - P + S*j, w)*W[o, c, kh, kw]*output_grad[b, o, i, j], (o, 0, O - 1), (i, 0, Ho - 1), (j, 0, Wo - 1), (kh, 0, K - 1), (kw, 0, K - 1))
+        grad_W[o, c, kh, kw] = Sum(output_grad[b, o, i, j]*x[b, c, D*kh - P + S*i, D*kw - P + S*j], (b, 0, B - 1), (i, 0, Ho - 1), (j, 0, Wo - 1))
+        grad_bias[o] = Sum(output_grad[b, o, i, j], (b, 0, B - 1), (i, 0, Ho - 1), (j, 0, Wo - 1))
 
-Einsum letters: b -> b, c -> c, o -> o, h -> h, w -> w, kh -> k, kw -> K.
+    train (stride1):
+        input_grad[b, c, h, w] = Sum(W[o, c, kh, kw]*output_grad[b, o, -D*kh + P + h, -D*kw + P + w], (o, 0, O - 1), (kh, 0, K - 1), (kw, 0, K - 1))
+        grad_W[o, c, kh, kw] = Sum(output_grad[b, o, i, j]*x[b, c, D*kh - P + i, D*kw - P + j], (b, 0, B - 1), (i, 0, Ho - 1), (j, 0, Wo - 1))
+        grad_bias[o] = Sum(output_grad[b, o, i, j], (b, 0, B - 1), (i, 0, Ho - 1), (j, 0, Wo - 1))
+
+Einsum letters: b -> b, c -> c, o -> o, h -> h, w -> w, i -> i, j -> j, kh -> k, kw -> K.
 """
 
 import numpy as np
@@ -25,28 +30,36 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from layers.module import Module
 from layers.random import make_generator
-from layers.validation import expect_array, expect_positive_int
+from layers.validation import expect_array, expect_bool, expect_padding, expect_positive_int
 
 
 class Conv2d(Module):
     """Correlates a (batch, channel, row, column) input with learnable kernels."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, rng=None):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding='same', dilation=1, bias=True, rng=None):
         super().__init__()
         self.in_channels = expect_positive_int("Conv2d", "in_channels", in_channels)
         self.out_channels = expect_positive_int("Conv2d", "out_channels", out_channels)
         self.kernel_size = expect_positive_int("Conv2d", "kernel_size", kernel_size)
-        if not (self.kernel_size % 2 == 1):
+        self.stride = expect_positive_int("Conv2d", "stride", stride)
+        self.padding = expect_padding("Conv2d", "padding", padding)
+        self.dilation = expect_positive_int("Conv2d", "dilation", dilation)
+        self.bias = expect_bool("Conv2d", "bias", bias)
+        if not (self.padding != 'same' or self.stride == 1):
             raise ValueError(
-                f"Conv2d expects an odd kernel_size, so that the 'same' padding is symmetric; got "
-                f"kernel_size={kernel_size!r}"
+                f"Conv2d expects stride 1 with padding='same' (as PyTorch does); got "
+                f"stride={stride!r}, padding={padding!r}"
             )
         generator = make_generator(rng, "Conv2d")
         scale = 1.0 / np.sqrt(self.in_channels)
         self.W = generator.uniform(-scale, scale, size=(self.out_channels, self.in_channels, self.kernel_size, self.kernel_size))
-        self.b = generator.uniform(-scale, scale, size=(self.out_channels,))
         self.gradW = np.zeros_like(self.W)
-        self.gradb = np.zeros_like(self.b)
+        if self.bias:
+            self.b = generator.uniform(-scale, scale, size=(self.out_channels,))
+            self.gradb = np.zeros_like(self.b)
+        else:
+            self.b = None
+            self.gradb = None
         self._pending_parameters_grad = None
 
     def _compute_output(self, input):
@@ -56,7 +69,7 @@ class Conv2d(Module):
 
     def _compute_input_grad(self, input, output_grad):
         x, _ = expect_array("Conv2d", "input", input, ('batch', self.in_channels, 'H', 'W'))
-        output_grad, _ = expect_array("Conv2d", "output_grad", output_grad, (x.shape[0], self.out_channels, x.shape[2], x.shape[3]))
+        output_grad, _ = expect_array("Conv2d", "output_grad", output_grad, (x.shape[0], self.out_channels, (x.shape[2]) if self.padding == 'same' else ((x.shape[2]) + 2 * ((self.dilation) * ((self.kernel_size) - 1) // 2 if self.padding == 'same' else self.padding) - (self.dilation) * ((self.kernel_size) - 1) - 1) // (self.stride) + 1, (x.shape[3]) if self.padding == 'same' else ((x.shape[3]) + 2 * ((self.dilation) * ((self.kernel_size) - 1) // 2 if self.padding == 'same' else self.padding) - (self.dilation) * ((self.kernel_size) - 1) - 1) // (self.stride) + 1))
         grads = self._backward_train(x, output_grad)
         self._pending_parameters_grad = grads[1:]
         return grads[0]
@@ -69,52 +82,132 @@ class Conv2d(Module):
             pending = self._pending_parameters_grad
             self._pending_parameters_grad = None
         self.gradW += pending[0]
-        self.gradb += pending[1]
+        if self.gradb is not None:
+            self.gradb += pending[1]
 
     def get_parameters(self):
-        return [self.W, self.b]
+        return [a for a in (self.W, self.b,) if a is not None]
 
     def get_parameters_grad(self):
-        return [self.gradW, self.gradb]
+        return [g for g in (self.gradW, self.gradb,) if g is not None]
 
     def _extra_repr(self):
-        return f"in_channels={self.in_channels!r}, out_channels={self.out_channels!r}, kernel_size={self.kernel_size!r}"
+        return f"in_channels={self.in_channels!r}, out_channels={self.out_channels!r}, kernel_size={self.kernel_size!r}, stride={self.stride!r}, padding={self.padding!r}, dilation={self.dilation!r}, bias={self.bias!r}"
 
     def _forward_train(self, x):
         dtype = x.dtype
+        O = self.out_channels
         H = x.shape[2]
         W = x.shape[3]
         K = self.kernel_size
-        P = self.kernel_size // 2
+        S = self.stride
+        D = self.dilation
+        P = D * (K - 1) // 2 if self.padding == 'same' else self.padding
+        Ho = H if self.padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1
+        if Ho < 1:
+            raise ValueError(
+                f"Conv2d expects an input for which Ho = H if padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1 is at least 1; "
+                f"got input of shape {x.shape}, which gives Ho = {Ho}"
+            )
+        Wo = W if self.padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1
+        if Wo < 1:
+            raise ValueError(
+                f"Conv2d expects an input for which Wo = W if padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1 is at least 1; "
+                f"got input of shape {x.shape}, which gives Wo = {Wo}"
+            )
         W_ = self.W
-        bias = self.b
-        padded0 = np.pad(x, ((0, 0), (0, 0), (P, max(0, K - P - 1)), (P, max(0, K - P - 1)),))
-        padded0 = sliding_window_view(padded0, K, axis=2)
-        padded0 = sliding_window_view(padded0, K, axis=3)
+        bias = self.b if self.b is not None else np.zeros((O,), dtype=dtype)
+        padded0 = np.pad(x, ((0, 0), (0, 0), (P, max(0, D*K - D - H + Ho*S - P - S + 1)), (P, max(0, D*K - D - P + S*Wo - S - W + 1)),))
+        padded0 = sliding_window_view(padded0, D*K - D + 1, axis=2)
+        padded0 = sliding_window_view(padded0, D*K - D + 1, axis=3)
         # path cost at example sizes: 6.04e+08 operations
-        c1 = np.einsum('ockK,bchwkK->bohw', W_, padded0[:, :, 0:H, 0:W], optimize=['einsum_path', (0, 1)])
+        c1 = np.einsum('ockK,bcijkK->boij', W_, padded0[:, :, 0:Ho*S - S + 1:S, 0:S*Wo - S + 1:S, ::D, ::D], optimize=['einsum_path', (0, 1)])
         y = bias[None, :, None, None] + c1
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
+        if self.stride == 1:
+            return self._backward_train_stride1(x, output_grad)
+        dtype = x.dtype
+        B = x.shape[0]
+        C = x.shape[1]
+        H = x.shape[2]
+        W = x.shape[3]
+        K = self.kernel_size
+        S = self.stride
+        D = self.dilation
+        P = D * (K - 1) // 2 if self.padding == 'same' else self.padding
+        Ho = H if self.padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1
+        if Ho < 1:
+            raise ValueError(
+                f"Conv2d expects an input for which Ho = H if padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1 is at least 1; "
+                f"got input of shape {x.shape}, which gives Ho = {Ho}"
+            )
+        Wo = W if self.padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1
+        if Wo < 1:
+            raise ValueError(
+                f"Conv2d expects an input for which Wo = W if padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1 is at least 1; "
+                f"got input of shape {x.shape}, which gives Wo = {Wo}"
+            )
+        W_ = self.W
+        # path cost at example sizes: 6.04e+08 operations
+        c1 = np.einsum('ockK,boij->bcKijk', W_, output_grad, optimize=['einsum_path', (0, 1)])
+        t0 = c1
+        at2 = np.arange(B)[:, None, None, None, None, None]
+        at3 = np.arange(C)[None, :, None, None, None, None]
+        at4 = D*np.arange(K)[None, None, None, None, None, :] - P + S*np.arange(Ho)[None, None, None, :, None, None]
+        at5 = D*np.arange(K)[None, None, :, None, None, None] - P + S*np.arange(Wo)[None, None, None, None, :, None]
+        at4_low = max(0, -int(at4.min()))
+        at4_high = max(0, int(at4.max()) - H + 1)
+        at5_low = max(0, -int(at5.min()))
+        at5_high = max(0, int(at5.max()) - W + 1)
+        scattered6 = np.zeros((B, C, H + at4_low + at4_high, W + at5_low + at5_high), dtype=t0.dtype)
+        np.add.at(scattered6, (at2, at3, at4 + at4_low, at5 + at5_low,), np.broadcast_to(t0, (B, C, K, Ho, Wo, K)))
+        scattered6 = scattered6[0:B, 0:C, at4_low:at4_low + H, at5_low:at5_low + W]
+        input_grad = scattered6
+        padded7 = np.pad(x, ((0, 0), (0, 0), (P, max(0, D*K - D - H + Ho*S - P - S + 1)), (P, max(0, D*K - D - P + S*Wo - S - W + 1)),))
+        padded7 = sliding_window_view(padded7, D*K - D + 1, axis=2)
+        padded7 = sliding_window_view(padded7, D*K - D + 1, axis=3)
+        # path cost at example sizes: 6.04e+08 operations
+        c8 = np.einsum('boij,bcijkK->ockK', output_grad, padded7[:, :, 0:Ho*S - S + 1:S, 0:S*Wo - S + 1:S, ::D, ::D], optimize=['einsum_path', (0, 1)])
+        grad_W = c8
+        c9 = np.einsum('boij->o', output_grad)
+        grad_bias = c9
+        return (input_grad.astype(dtype, copy=False), grad_W, grad_bias,)
+
+    def _backward_train_stride1(self, x, output_grad):
         dtype = x.dtype
         H = x.shape[2]
         W = x.shape[3]
         K = self.kernel_size
-        P = self.kernel_size // 2
+        S = self.stride
+        D = self.dilation
+        P = D * (K - 1) // 2 if self.padding == 'same' else self.padding
+        Ho = H if self.padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1
+        if Ho < 1:
+            raise ValueError(
+                f"Conv2d expects an input for which Ho = H if padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1 is at least 1; "
+                f"got input of shape {x.shape}, which gives Ho = {Ho}"
+            )
+        Wo = W if self.padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1
+        if Wo < 1:
+            raise ValueError(
+                f"Conv2d expects an input for which Wo = W if padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1 is at least 1; "
+                f"got input of shape {x.shape}, which gives Wo = {Wo}"
+            )
         W_ = self.W
-        padded0 = np.pad(output_grad, ((0, 0), (0, 0), (max(0, K - P - 1), P), (max(0, K - P - 1), P),))
-        padded0 = sliding_window_view(padded0, K, axis=2)
-        padded0 = sliding_window_view(padded0, K, axis=3)
+        padded0 = np.pad(output_grad, ((0, 0), (0, 0), (max(0, D*K - D - P), max(0, H - Ho + P)), (max(0, D*K - D - P), max(0, P + W - Wo)),))
+        padded0 = sliding_window_view(padded0, D*K - D + 1, axis=2)
+        padded0 = sliding_window_view(padded0, D*K - D + 1, axis=3)
         # path cost at example sizes: 6.04e+08 operations
-        c1 = np.einsum('ockK,bohwkK->bchw', W_, padded0[:, :, -K + P + max(0, K - P - 1) + 1:H - K + P + max(0, K - P - 1) + 1, -K + P + max(0, K - P - 1) + 1:-K + P + W + max(0, K - P - 1) + 1, ::-1, ::-1], optimize=['einsum_path', (0, 1)])
+        c1 = np.einsum('ockK,bohwkK->bchw', W_, padded0[:, :, -D*K + D + P + max(0, D*K - D - P):-D*K + D + H + P + max(0, D*K - D - P), -D*K + D + P + max(0, D*K - D - P):-D*K + D + P + W + max(0, D*K - D - P), ::-D, ::-D], optimize=['einsum_path', (0, 1)])
         input_grad = c1
-        padded2 = np.pad(x, ((0, 0), (0, 0), (P, max(0, K - P - 1)), (P, max(0, K - P - 1)),))
-        padded2 = sliding_window_view(padded2, K, axis=2)
-        padded2 = sliding_window_view(padded2, K, axis=3)
+        padded2 = np.pad(x, ((0, 0), (0, 0), (P, max(0, D*K - D - H + Ho - P)), (P, max(0, D*K - D - P - W + Wo)),))
+        padded2 = sliding_window_view(padded2, D*K - D + 1, axis=2)
+        padded2 = sliding_window_view(padded2, D*K - D + 1, axis=3)
         # path cost at example sizes: 6.04e+08 operations
-        c3 = np.einsum('bohw,bchwkK->ockK', output_grad, padded2[:, :, 0:H, 0:W], optimize=['einsum_path', (0, 1)])
+        c3 = np.einsum('boij,bcijkK->ockK', output_grad, padded2[:, :, 0:Ho, 0:Wo, ::D, ::D], optimize=['einsum_path', (0, 1)])
         grad_W = c3
-        c4 = np.einsum('bohw->o', output_grad)
+        c4 = np.einsum('boij->o', output_grad)
         grad_bias = c4
         return (input_grad.astype(dtype, copy=False), grad_W, grad_bias,)

@@ -41,8 +41,8 @@ class LayerNormalization(Module):
         super().__init__()
         self.n_features = expect_positive_int("LayerNormalization", "n_features", n_features)
         self.gamma = np.ones((self.n_features,))
-        self.beta = np.zeros((self.n_features,))
         self.gradGamma = np.zeros_like(self.gamma)
+        self.beta = np.zeros((self.n_features,))
         self.gradBeta = np.zeros_like(self.beta)
         self._pending_parameters_grad = None
 

@@ -37,8 +37,8 @@ class Linear(Module):
         generator = make_generator(rng, "Linear")
         scale = 1.0 / np.sqrt(self.n_in)
         self.W = generator.uniform(-scale, scale, size=(self.n_out, self.n_in))
-        self.b = generator.uniform(-scale, scale, size=(self.n_out,))
         self.gradW = np.zeros_like(self.W)
+        self.b = generator.uniform(-scale, scale, size=(self.n_out,))
         self.gradb = np.zeros_like(self.b)
         self._pending_parameters_grad = None
 
