@@ -17,7 +17,8 @@ import sympy as sp
 from codegen.lower import Lowerer
 from codegen.names import Letters, Names
 from derivations.calculus import FreshIndices, normalize
-from derivations.derive import Backward, derive_backward
+from derivations.derive import Backward, check_model, derive_backward
+from derivations.errors import located
 from derivations.notation import REQUIRED, Maximum, Model, argmax_bases
 
 COMMAND = "python -m codegen"
@@ -289,7 +290,9 @@ class _ModuleEmitter:
         for adjoint in backward.adjoints:
             code = names.name(("adjoint", adjoint.name), adjoint.name)
             lowerer.arrays[adjoint.name] = code
-            lowerer.terms(adjoint.terms, adjoint.indices, name=code)
+            where = f"{adjoint.name} (the gradient of {adjoint.target!r}) in {context}"
+            with located(where):
+                lowerer.terms(adjoint.terms, adjoint.indices, name=code)
             results[adjoint.target] = code
         returned = []
         for tensor in model.differentiable:
@@ -656,6 +659,11 @@ class _ModuleEmitter:
 
 def _lower_definition(lowerer: Lowerer, names: Names, definition) -> None:
     """Emits one forward definition; a Maximum also names its argmax arrays."""
+    with located(f"definition {definition.name!r} of {lowerer.context}"):
+        _lower_definition_here(lowerer, names, definition)
+
+
+def _lower_definition_here(lowerer: Lowerer, names: Names, definition) -> None:
     code = names.name(("def", definition.name), definition.name)
     lowerer.arrays[definition.name] = code
     if isinstance(definition.expression, Maximum):
@@ -712,6 +720,8 @@ def emit_module(model: Model, module_name: str, command: str | None = None) -> E
     ``command`` is the command that rebuilds it, for the header; by default the
     catalog's ``python -m codegen <module_name>``.
     """
+    for mode in model.modes.values():
+        check_model(model, mode)
     emitter = _ModuleEmitter(model, module_name)
     class_lines = emitter.emit_class()
     body = "\n".join(class_lines)

@@ -20,8 +20,9 @@ def affine_parts(expr, context: str) -> tuple[dict, sp.Expr]:
     """Splits ``expr`` into ``({index: coefficient}, offset)``.
 
     A coefficient is a nonzero integer or an integer expression of sizes whose
-    sign is known (a stride, a dilation, or minus one). Reads of integer tensors (argmax positions) are opaque:
-    they belong to the offset, and the indices inside them get no coefficient.
+    sign is known (a stride, a dilation, or minus one). Reads of integer
+    tensors (argmax positions) are opaque: they belong to the offset, and the
+    indices inside them get no coefficient.
 
     Raises:
         NotImplementedError: ``expr`` is not affine in its indices with such

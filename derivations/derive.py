@@ -25,6 +25,7 @@ from derivations.calculus import (
     simplify_terms,
     terms_to_expr,
 )
+from derivations.errors import located
 from derivations.identities import sum_definitions
 from derivations.notation import (
     Definition,
@@ -199,40 +200,42 @@ def derive_backward(model: Model, mode_name: str) -> Backward:
             adjoints.append(adjoint)
             adjoint_bases[definition.name] = adjoint.base
         grad = adjoint_bases[definition.name]
-        indices, expr = _instantiate_definition(definition, fresh)
+        with located(context):
+            indices, expr = _instantiate_definition(definition, fresh)
         upstream = grad[indices] if indices else grad
-        for name in _read_names(expr):
-            if name not in dependents:
-                continue
-            target = _canonical_indices(model, mode, name)
-            local = derivative(expr, _base_of(model, mode, name), target, fresh)
-            chained = upstream * local
-            if indices:
-                chained = sp.Sum(chained, *((i, i.lower, i.upper) for i in indices))
-            terms = simplify_terms(
-                chained,
-                fresh,
-                model.indices,
-                prefer=indices,
-                context=context,
-                identities=identities,
-            )
-            contributions.setdefault(name, []).extend(terms)
-            lhs = sp.Symbol(rf"\overline{{{name}}}") if not target else None
-            steps.setdefault(name, []).append(
-                Step(
-                    f"through {definition.name}",
-                    lhs if lhs is not None else _adjoint_read(name, target),
+        with located(context):
+            for name in _read_names(expr):
+                if name not in dependents:
+                    continue
+                target = _canonical_indices(model, mode, name)
+                local = derivative(expr, _base_of(model, mode, name), target, fresh)
+                chained = upstream * local
+                if indices:
+                    chained = sp.Sum(chained, *((i, i.lower, i.upper) for i in indices))
+                terms = simplify_terms(
                     chained,
+                    fresh,
+                    model.indices,
+                    prefer=indices,
+                    context=context,
+                    identities=identities,
                 )
-            )
-            steps[name].append(
-                Step(
-                    f"through {definition.name}, deltas eliminated",
-                    _adjoint_read(name, target),
-                    terms_to_expr(terms),
+                contributions.setdefault(name, []).extend(terms)
+                lhs = sp.Symbol(rf"\overline{{{name}}}") if not target else None
+                steps.setdefault(name, []).append(
+                    Step(
+                        f"through {definition.name}",
+                        lhs if lhs is not None else _adjoint_read(name, target),
+                        chained,
+                    )
                 )
-            )
+                steps[name].append(
+                    Step(
+                        f"through {definition.name}, deltas eliminated",
+                        _adjoint_read(name, target),
+                        terms_to_expr(terms),
+                    )
+                )
 
     for tensor in model.differentiable:
         if not contributions.get(tensor.name):
@@ -279,10 +282,11 @@ def derive_jacobian(model: Model, mode_name: str, wrt_name: str) -> Jacobian:
         expression = definition.expression
         if isinstance(expression, Maximum):
             expression = select_maximum(definition, definition.indices)
-        local = derivative(expression, wrt.base, wrt_indices, fresh, known)
-        terms = simplify_terms(
-            local, fresh, model.indices, context=context, identities=identities
-        )
+        with located(context):
+            local = derivative(expression, wrt.base, wrt_indices, fresh, known)
+            terms = simplify_terms(
+                local, fresh, model.indices, context=context, identities=identities
+            )
         known[definition.name] = (definition.indices, terms_to_expr(terms))
     expression = known[mode.output.name][1]
     intermediates = {name: value[1] for name, value in known.items()}

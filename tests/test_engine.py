@@ -125,9 +125,12 @@ UNSUPPORTED = [
     ids=[case[0] for case in UNSUPPORTED],
 )
 def test_unsupported_constructs_raise_not_implemented_naming_them(expression_of, words):
-    with pytest.raises(NotImplementedError, match=words):
-        model = _model_with(expression_of)
+    model = _model_with(expression_of)
+    with pytest.raises(NotImplementedError, match=words) as raised:
         emit_module(model, "broken")
+    # The message points at the formula: the definition and its model.
+    assert "'y'" in str(raised.value) or "'x'" in str(raised.value)
+    assert "model Broken" in str(raised.value)
 
 
 def test_a_free_index_missing_from_the_left_hand_side_is_a_model_error():
