@@ -676,6 +676,9 @@ def _lower_definition_here(lowerer: Lowerer, names: Names, definition) -> None:
         return
     terms = normalize(definition.expression, FreshIndices())
     lowerer.terms(terms, definition.indices, name=code)
+    if len(terms) == 1 and not terms[0].summed:
+        # Later statements that recompute this expression read it instead.
+        lowerer.remember(definition.expression, definition.indices, code)
 
 
 def _docstring(model: Model, emitter: _ModuleEmitter, module_name: str) -> list[str]:

@@ -290,7 +290,7 @@ class Lowerer:
         An index standing outside any read is its value: ``np.arange`` along
         its axis.
         """
-        expr = self._hoist_scalars(self._name_sums(expr))
+        expr = self._restructure(self._hoist_scalars(self._name_sums(expr)))
         stand_ins = {}
         for read in sorted(expr.atoms(sp.Indexed), key=sp.srepr):
             operand = self.read(read)
@@ -313,6 +313,70 @@ class Lowerer:
                 f"{self.context}: unknown symbols {sorted(map(str, unknown))}"
             )
         return self.array_printer.doprint(self._symbols(expr.xreplace(stand_ins)))
+
+    def _restructure(self, expr, top=True):
+        """Names shared subexpressions once and multiplies small factors first.
+
+        Every sum, function or fractional power inside an expression becomes a
+        named array, computed once however often it recurs (here or in a later
+        statement). In a product, the factors over fewer indices are multiplied
+        together before they meet the large ones: one pass over the large
+        arrays instead of one per factor.
+        """
+        if isinstance(expr, sp.Indexed) or not expr.atoms(sp.Indexed):
+            return expr
+        if isinstance(expr, sp.Piecewise):
+            pieces = [
+                (self._restructure(value, False), condition)
+                for value, condition in expr.args
+            ]
+            rebuilt = sp.Piecewise(*pieces, evaluate=False)
+        else:
+            rebuilt = expr.func(*(self._restructure(arg, False) for arg in expr.args))
+        if rebuilt.is_Mul:
+            rebuilt = self._small_factors_first(rebuilt)
+        shared = (
+            rebuilt.is_Add
+            or (
+                isinstance(rebuilt, sp.Function)
+                and not isinstance(rebuilt, sp.Piecewise)
+            )
+            or (rebuilt.is_Pow and not rebuilt.exp.is_Integer)
+        )
+        if top or not shared:
+            return rebuilt
+        return self._named(rebuilt)
+
+    def _named(self, expr):
+        """A read of an array holding ``expr``, computed on first use."""
+        key = ("value", sp.srepr(expr))
+        if key not in self.cache:
+            own = tuple(self._ordered(expr.atoms(sp.Idx)))
+            name = self.names.temporary("v")
+            self.emit(f"{name} = {self.elementwise(expr, own)}")
+            base = sp.IndexedBase(name, shape=tuple(i.upper + 1 for i in own))
+            self.arrays[name] = name
+            self.cache[key] = base[own] if own else sp.Symbol(name)
+            if not own:
+                self.scalars[sp.Symbol(name)] = name
+        return self.cache[key]
+
+    def remember(self, expr, indices, code) -> None:
+        """Records that array ``code`` holds ``expr`` over ``indices``."""
+        base = sp.IndexedBase(code, shape=tuple(i.upper + 1 for i in indices))
+        self.cache.setdefault(("value", sp.srepr(expr)), base[tuple(indices)])
+
+    def _small_factors_first(self, product):
+        full = product.atoms(sp.Idx)
+        small = [a for a in product.args if a.atoms(sp.Idx) < full]
+        large = [a for a in product.args if a.atoms(sp.Idx) == full]
+        covered = set().union(*(a.atoms(sp.Idx) for a in small)) if small else set()
+        if not large or len(small) < 2 or covered == full:
+            return product
+        grouped = sp.Mul(*small)
+        if grouped.atoms(sp.Indexed):
+            grouped = self._named(grouped)
+        return sp.Mul(grouped, *large, evaluate=False)
 
     def _hoist_scalars(self, expr):
         """Computes each scalar Piecewise once, as plain Python.
@@ -501,13 +565,10 @@ class Lowerer:
             if isinstance(arg, sp.Indexed):
                 operands.append(self.read(arg))
                 continue
-            own = self._ordered(arg.atoms(sp.Idx))
-            key = ("elementwise", sp.srepr(arg))
-            if key not in self.cache:
-                target = self.names.temporary("t")
-                self.emit(f"{target} = {self.elementwise(arg, own)}")
-                self.cache[key] = Operand(target, tuple(own))
-            operands.append(self.cache[key])
+            named = self._named(arg)
+            operands.append(
+                self.read(named) if isinstance(named, sp.Indexed) else named
+            )
         kept = [i for i in indices if any(i in op.indices for op in operands)]
         result = self._einsum(operands, kept)
         base = sp.IndexedBase(result, shape=tuple(i.upper + 1 for i in kept))

@@ -95,14 +95,17 @@ class BatchNormalization(Module):
         moving_variance = self.moving_variance
         c0 = np.einsum('bn->n', x)
         mean = c0/B
-        t1 = (-mean[None, :] + x)**2
-        c2 = np.einsum('bn->n', t1)
-        var = c2/B
-        y = (-mean[None, :] + x)/np.sqrt(EPS + var[None, :])
-        updated3 = alpha*moving_mean + mean*(1 - alpha)
-        updated4 = alpha*moving_variance + var*(1 - alpha)
-        self.moving_mean = updated3
-        self.moving_variance = updated4
+        v2 = -mean[None, :] + x
+        v1 = v2**2
+        c3 = np.einsum('bn->n', v1)
+        var = c3/B
+        v4 = EPS + var
+        v5 = 1/np.sqrt(v4)
+        y = v2*v5[None, :]
+        updated6 = alpha*moving_mean + mean*(1 - alpha)
+        updated7 = alpha*moving_variance + var*(1 - alpha)
+        self.moving_mean = updated6
+        self.moving_variance = updated7
         return y.astype(dtype, copy=False)
 
     def _forward_evaluate(self, x):
@@ -110,7 +113,10 @@ class BatchNormalization(Module):
         EPS = self.EPS
         moving_mean = self.moving_mean
         moving_variance = self.moving_variance
-        y = (-moving_mean[None, :] + x)/np.sqrt(EPS + moving_variance[None, :])
+        v0 = EPS + moving_variance
+        v1 = 1/np.sqrt(v0)
+        v2 = -moving_mean[None, :] + x
+        y = v1[None, :]*v2
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
@@ -119,20 +125,26 @@ class BatchNormalization(Module):
         EPS = self.EPS
         c0 = np.einsum('bn->n', x)
         mean = c0/B
-        t1 = (-mean[None, :] + x)**2
-        c2 = np.einsum('bn->n', t1)
-        var = c2/B
-        t3 = -mean[None, :] + x
-        c4 = np.einsum('bn,bn->n', t3, output_grad)
-        grad_var = -1/2*c4/(EPS + var)**(3/2)
-        c5 = np.einsum('bn->n', output_grad)
-        grad_mean = -c5/np.sqrt(EPS + var)
-        input_grad = output_grad/np.sqrt(EPS + var[None, :]) + 2*grad_var[None, :]*(-mean[None, :] + x)/B + grad_mean[None, :]/B
+        v2 = -mean[None, :] + x
+        v1 = v2**2
+        c3 = np.einsum('bn->n', v1)
+        var = c3/B
+        c4 = np.einsum('bn,bn->n', v2, output_grad)
+        v5 = EPS + var
+        v6 = v5**(-3/2)
+        grad_var = -1/2*c4*v6
+        c7 = np.einsum('bn->n', output_grad)
+        v8 = 1/np.sqrt(v5)
+        grad_mean = -c7*v8
+        v9 = 2*grad_var/B
+        input_grad = output_grad*v8[None, :] + v2*v9[None, :] + grad_mean[None, :]/B
         return (input_grad.astype(dtype, copy=False),)
 
     def _backward_evaluate(self, x, output_grad):
         dtype = x.dtype
         EPS = self.EPS
         moving_variance = self.moving_variance
-        input_grad = output_grad/np.sqrt(EPS + moving_variance[None, :])
+        v0 = EPS + moving_variance
+        v1 = 1/np.sqrt(v0)
+        input_grad = output_grad*v1[None, :]
         return (input_grad.astype(dtype, copy=False),)

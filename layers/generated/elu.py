@@ -53,11 +53,14 @@ class ELU(Module):
     def _forward_train(self, x):
         dtype = x.dtype
         alpha = self.alpha
-        y = np.where(np.greater(x, 0), x, alpha*(np.exp(x) - 1))
+        v0 = np.exp(x)
+        v1 = v0 - 1
+        y = np.where(np.greater(x, 0), x, alpha*v1)
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
         dtype = x.dtype
         alpha = self.alpha
-        input_grad = np.where(np.greater(x, 0), output_grad, alpha*output_grad*np.exp(x))
+        v0 = np.exp(x)
+        input_grad = np.where(np.greater(x, 0), output_grad, alpha*output_grad*v0)
         return (input_grad.astype(dtype, copy=False),)

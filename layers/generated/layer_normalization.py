@@ -85,10 +85,13 @@ class LayerNormalization(Module):
         beta = self.beta
         c0 = np.einsum('bn->b', x)
         mean = c0/N
-        t1 = (-mean[:, None] + x)**2
-        c2 = np.einsum('bn->b', t1)
-        var = c2/N
-        y = beta[None, :] + gamma[None, :]*(-mean[:, None] + x)/np.sqrt(EPS + var[:, None])
+        v2 = -mean[:, None] + x
+        v1 = v2**2
+        c3 = np.einsum('bn->b', v1)
+        var = c3/N
+        v4 = EPS + var
+        v5 = 1/np.sqrt(v4)
+        y = beta[None, :] + gamma[None, :]*v2*v5[:, None]
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
@@ -98,21 +101,25 @@ class LayerNormalization(Module):
         gamma = self.gamma
         c0 = np.einsum('bn->b', x)
         mean = c0/N
-        t1 = (-mean[:, None] + x)**2
-        c2 = np.einsum('bn->b', t1)
-        var = c2/N
-        t3 = -mean[:, None] + x
+        v2 = -mean[:, None] + x
+        v1 = v2**2
+        c3 = np.einsum('bn->b', v1)
+        var = c3/N
         # path cost at example sizes: 1.97e+05 operations
-        c4 = np.einsum('bn,n,bn->b', t3, gamma, output_grad, optimize=['einsum_path', (0, 1), (0, 1)])
-        grad_var = -1/2*c4/(EPS + var)**(3/2)
+        c4 = np.einsum('bn,n,bn->b', v2, gamma, output_grad, optimize=['einsum_path', (0, 1), (0, 1)])
+        v5 = EPS + var
+        v6 = v5**(-3/2)
+        grad_var = -1/2*c4*v6
         # path cost at example sizes: 1.31e+05 operations
-        c5 = np.einsum('n,bn->b', gamma, output_grad, optimize=['einsum_path', (0, 1)])
-        grad_mean = -c5/np.sqrt(EPS + var)
-        input_grad = gamma[None, :]*output_grad/np.sqrt(EPS + var[:, None]) + 2*grad_var[:, None]*(-mean[:, None] + x)/N + grad_mean[:, None]/N
-        t6 = 1/np.sqrt(EPS + var)
+        c7 = np.einsum('n,bn->b', gamma, output_grad, optimize=['einsum_path', (0, 1)])
+        v8 = 1/np.sqrt(v5)
+        grad_mean = -c7*v8
+        v9 = 2*grad_var/N
+        input_grad = gamma[None, :]*output_grad*v8[:, None] + v2*v9[:, None] + grad_mean[:, None]/N
+        v10 = 1/np.sqrt(v5)
         # path cost at example sizes: 1.97e+05 operations
-        c7 = np.einsum('b,bn,bn->n', t6, t3, output_grad, optimize=['einsum_path', (0, 1), (0, 1)])
-        grad_gamma = c7
-        c8 = np.einsum('bn->n', output_grad)
-        grad_beta = c8
+        c11 = np.einsum('b,bn,bn->n', v10, v2, output_grad, optimize=['einsum_path', (0, 1), (0, 1)])
+        grad_gamma = c11
+        c12 = np.einsum('bn->n', output_grad)
+        grad_beta = c12
         return (input_grad.astype(dtype, copy=False), grad_gamma, grad_beta,)

@@ -55,10 +55,12 @@ class LogSoftMax(Module):
         first1 = np.argmax(candidates0, axis=-1)
         shift = np.take_along_axis(candidates0, first1[..., None], axis=-1)[..., 0]
         shift_argmax_n, = np.unravel_index(first1, (N,))
-        t2 = np.exp(-shift[:, None] + x)
-        c3 = np.einsum('bn->b', t2)
-        total = c3
-        y = -shift[:, None] + x - np.log(total[:, None])
+        v3 = -shift[:, None] + x
+        v2 = np.exp(v3)
+        c4 = np.einsum('bn->b', v2)
+        total = c4
+        v5 = np.log(total)
+        y = -shift[:, None] - v5[:, None] + x
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
@@ -69,19 +71,21 @@ class LogSoftMax(Module):
         first1 = np.argmax(candidates0, axis=-1)
         shift = np.take_along_axis(candidates0, first1[..., None], axis=-1)[..., 0]
         shift_argmax_n, = np.unravel_index(first1, (N,))
-        t2 = np.exp(-shift[:, None] + x)
-        c3 = np.einsum('bn->b', t2)
-        total = c3
-        c4 = np.einsum('bn->b', output_grad)
-        grad_total = -c4/total
-        grad_shift = -c4 - grad_total*total
-        t5 = grad_shift
-        at6 = np.arange(B)
-        at7 = shift_argmax_n
-        at7_low = max(0, -int(at7.min()))
-        at7_high = max(0, int(at7.max()) - N + 1)
-        scattered8 = np.zeros((B, N + at7_low + at7_high), dtype=t5.dtype)
-        np.add.at(scattered8, (at6, at7 + at7_low,), np.broadcast_to(t5, (B,)))
-        scattered8 = scattered8[0:B, at7_low:at7_low + N]
-        input_grad = output_grad + grad_total[:, None]*np.exp(-shift[:, None] + x) + scattered8
+        v3 = -shift[:, None] + x
+        v2 = np.exp(v3)
+        c4 = np.einsum('bn->b', v2)
+        total = c4
+        c5 = np.einsum('bn->b', output_grad)
+        grad_total = -c5/total
+        grad_shift = -c5 - grad_total*total
+        v6 = np.exp(v3)
+        t7 = grad_shift
+        at8 = np.arange(B)
+        at9 = shift_argmax_n
+        at9_low = max(0, -int(at9.min()))
+        at9_high = max(0, int(at9.max()) - N + 1)
+        scattered10 = np.zeros((B, N + at9_low + at9_high), dtype=t7.dtype)
+        np.add.at(scattered10, (at8, at9 + at9_low,), np.broadcast_to(t7, (B,)))
+        scattered10 = scattered10[0:B, at9_low:at9_low + N]
+        input_grad = output_grad + grad_total[:, None]*v6 + scattered10
         return (input_grad.astype(dtype, copy=False),)

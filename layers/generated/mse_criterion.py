@@ -43,13 +43,15 @@ class MSECriterion(Criterion):
     def _forward_train(self, x, target):
         dtype = x.dtype
         B = x.shape[0]
-        t0 = (-target + x)**2
-        c1 = np.einsum('bn->', t0)
-        loss = c1/B
+        v1 = -target + x
+        v0 = v1**2
+        c2 = np.einsum('bn->', v0)
+        loss = c2/B
         return loss.astype(dtype, copy=False)
 
     def _backward_train(self, x, target, output_grad):
         dtype = x.dtype
         B = x.shape[0]
-        input_grad = 2*output_grad*(-target + x)/B
+        v0 = -target + x
+        input_grad = 2*output_grad*v0/B
         return (input_grad.astype(dtype, copy=False),)

@@ -58,9 +58,10 @@ class SoftMax(Module):
         first1 = np.argmax(candidates0, axis=-1)
         shift = np.take_along_axis(candidates0, first1[..., None], axis=-1)[..., 0]
         shift_argmax_n, = np.unravel_index(first1, (N,))
-        e = np.exp(-shift[:, None] + x)
-        c2 = np.einsum('bn->b', e)
-        total = c2
+        v2 = -shift[:, None] + x
+        e = np.exp(v2)
+        c3 = np.einsum('bn->b', e)
+        total = c3
         y = e/total[:, None]
         return y.astype(dtype, copy=False)
 
@@ -72,22 +73,23 @@ class SoftMax(Module):
         first1 = np.argmax(candidates0, axis=-1)
         shift = np.take_along_axis(candidates0, first1[..., None], axis=-1)[..., 0]
         shift_argmax_n, = np.unravel_index(first1, (N,))
-        e = np.exp(-shift[:, None] + x)
-        c2 = np.einsum('bn->b', e)
-        total = c2
-        c3 = np.einsum('bn,bn->b', e, output_grad)
-        grad_total = -c3/total**2
+        v2 = -shift[:, None] + x
+        e = np.exp(v2)
+        c3 = np.einsum('bn->b', e)
+        total = c3
+        c4 = np.einsum('bn,bn->b', e, output_grad)
+        grad_total = -c4/total**2
         grad_e = output_grad/total[:, None] + grad_total[:, None]
-        t4 = np.exp(-shift[:, None] + x)
-        c5 = np.einsum('bn,bn->b', grad_e, t4)
+        c5 = np.einsum('bn,bn->b', grad_e, e)
         grad_shift = -c5
-        t6 = grad_shift
-        at7 = np.arange(B)
-        at8 = shift_argmax_n
-        at8_low = max(0, -int(at8.min()))
-        at8_high = max(0, int(at8.max()) - N + 1)
-        scattered9 = np.zeros((B, N + at8_low + at8_high), dtype=t6.dtype)
-        np.add.at(scattered9, (at7, at8 + at8_low,), np.broadcast_to(t6, (B,)))
-        scattered9 = scattered9[0:B, at8_low:at8_low + N]
-        input_grad = grad_e*np.exp(-shift[:, None] + x) + scattered9
+        v6 = np.exp(v2)
+        t7 = grad_shift
+        at8 = np.arange(B)
+        at9 = shift_argmax_n
+        at9_low = max(0, -int(at9.min()))
+        at9_high = max(0, int(at9.max()) - N + 1)
+        scattered10 = np.zeros((B, N + at9_low + at9_high), dtype=t7.dtype)
+        np.add.at(scattered10, (at8, at9 + at9_low,), np.broadcast_to(t7, (B,)))
+        scattered10 = scattered10[0:B, at9_low:at9_low + N]
+        input_grad = grad_e*v6 + scattered10
         return (input_grad.astype(dtype, copy=False),)

@@ -48,10 +48,20 @@ class SoftPlus(Module):
 
     def _forward_train(self, x):
         dtype = x.dtype
-        y = np.log(1 + np.exp(-abs(x))) + np.maximum(0, x)
+        v0 = abs(x)
+        v1 = np.exp(-v0)
+        v2 = v1 + 1
+        v3 = np.log(v2)
+        y = v3 + np.maximum(0, x)
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
         dtype = x.dtype
-        input_grad = output_grad*((np.where(np.less(x, 0), 0, np.where(np.equal(x, 0), 1/2, 1))) - np.exp(-abs(x))*np.sign(x)/(1 + np.exp(-abs(x))))
+        v0 = abs(x)
+        v1 = np.exp(-v0)
+        v2 = v1 + 1
+        v3 = np.sign(x)
+        v4 = (np.where(np.less(x, 0), 0, np.where(np.equal(x, 0), 1/2, 1)))
+        v5 = -v1*v3/v2 + v4
+        input_grad = output_grad*v5
         return (input_grad.astype(dtype, copy=False),)
