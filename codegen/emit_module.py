@@ -81,9 +81,16 @@ class _ModuleEmitter:
                 ("constant", constant.name), constant.name
             )
         arrays = {}
-        for tensor in self.model.tensors:
+        # The input first: its name is the pass functions' first parameter.
+        tensors = sorted(self.model.tensors, key=lambda t: t.role != "input")
+        for tensor in tensors:
             arrays[tensor.name] = names.name(("tensor", tensor.name), tensor.name)
         return names, scalars, arrays
+
+    @property
+    def input_code(self) -> str:
+        """The identifier of the input inside the pass functions."""
+        return self._scope()[2][self.model.input_tensor.name]
 
     def _argument_code(self, formula: str) -> str:
         pattern = r"\b(" + "|".join(map(re.escape, self.arguments)) + r")\b"
@@ -94,9 +101,9 @@ class _ModuleEmitter:
     def _prologue(self, lowerer: Lowerer, scalars, arrays, mode: str, backward: bool):
         """Binds sizes, constants and tensors at the top of a pass."""
         model = self.model
-        lines = ["dtype = x.dtype"]
         input_tensor = model.input_tensor
         input_code = arrays[input_tensor.name]
+        lines = [f"dtype = {input_code}.dtype"]
         bound_from_input = {}
         for axis, index in enumerate(input_tensor.indices):
             size = index.upper + 1
@@ -116,7 +123,7 @@ class _ModuleEmitter:
                         "    raise ValueError(",
                         f'        f"{self.layer} expects an input for which '
                         f'{size} = {formula} is at least 1; "',
-                        f'        f"got input of shape {{x.shape}}, which gives '
+                        f'        f"got input of shape {{{input_code}.shape}}, which gives '
                         f'{size} = {{{code}}}"',
                         "    )",
                     ]
@@ -124,8 +131,6 @@ class _ModuleEmitter:
                 lines.append(f"{code} = {input_code}.shape[{bound_from_input[size]}]")
         for constant in model.constants:
             lines.append(f"{scalars[constant.symbol]} = self.{constant.name}")
-        if input_code != "x":
-            lines.append(f"{input_code} = x")
         for tensor in model.tensors:
             code = arrays[tensor.name]
             if tensor.role == "parameter" and tensor.enabled_by:
@@ -637,9 +642,9 @@ class _ModuleEmitter:
         targets = "".join(f", {t.name}" for t in self._targets())
         for group in groups:
             mode = group[0]
-            lines += ["", f"    def _forward_{mode}(self, x{targets}):"]
+            lines += ["", f"    def _forward_{mode}(self, {self.input_code}{targets}):"]
             lines += _indent(self.forward_function(mode), 2)
-        arguments = f"x{targets}, output_grad"
+        arguments = f"{self.input_code}{targets}, output_grad"
         for group in groups:
             mode = group[0]
             lines += ["", f"    def _backward_{mode}(self, {arguments}):"]

@@ -19,6 +19,7 @@ TAKEN = frozenset(
     {
         "np",
         "self",
+        "dtype",
         "input",
         "output_grad",
         "sliding_window_view",

@@ -238,10 +238,7 @@ def _factor_piecewise(expr):
         if arg.has(sp.KroneckerDelta, sp.Sum) and all(arg in args for args in nonzero)
     ]
     if not common:
-        raise NotImplementedError(
-            "a Piecewise whose branches hold different Kronecker deltas or sums: "
-            f"{expr}"
-        )
+        return _indicator_sum(expr)
     rest = []
     for args, condition in branches:
         if args == (sp.S.Zero,):
@@ -252,6 +249,25 @@ def _factor_piecewise(expr):
             remaining.remove(arg)
         rest.append((sp.Mul(*remaining), condition))
     return sp.Mul(*common) * sp.Piecewise(*rest, evaluate=False)
+
+
+def _indicator_sum(expr):
+    """``Piecewise((v1, c1), (v2, c2), ...)`` as ``sum_i [branch i taken] * v_i``.
+
+    Each bracket is a Piecewise of 0 and 1 with no delta inside, so the values,
+    with their deltas and sums, can be distributed and eliminated like any
+    product.
+    """
+    total = sp.S.Zero
+    earlier = []
+    for value, condition in expr.args:
+        if value != 0:
+            bracket = sp.Piecewise(
+                *[(0, c) for c in earlier], (1, condition), (0, True), evaluate=False
+            )
+            total += bracket * value
+        earlier.append(condition)
+    return total
 
 
 def _solve_delta(delta, summed, prefer, context):
@@ -272,25 +288,36 @@ def _solve_delta(delta, summed, prefer, context):
     return index, solution
 
 
+def _zero_outside(expr, position, upper) -> bool:
+    """True when ``expr`` is zero whenever ``position`` leaves ``0..upper``:
+    it multiplies by a zero-padded read of that range in every branch."""
+    if expr == 0:
+        return True
+    if isinstance(expr, sp.Indexed):
+        return any(
+            index == position and sp.expand(size - 1 - upper) == 0
+            for index, size in zip(expr.indices, expr.base.shape, strict=True)
+        )
+    if expr.is_Mul:
+        return any(_zero_outside(arg, position, upper) for arg in expr.args)
+    if expr.is_Pow and expr.exp.is_positive:
+        return _zero_outside(expr.base, position, upper)
+    if expr.is_Add:
+        return all(_zero_outside(arg, position, upper) for arg in expr.args)
+    if isinstance(expr, sp.Piecewise):
+        return all(_zero_outside(value, position, upper) for value, _ in expr.args)
+    return False
+
+
 def _absorb_brackets(factor):
     """Drops brackets that a zero-padded read of the same range already implies."""
     args = list(sp.Mul.make_args(factor))
-    reads = []
-    for arg in args:
-        base = arg.base if arg.is_Pow and arg.exp.is_positive else arg
-        if isinstance(base, sp.Indexed):
-            reads.append(base)
-    kept = []
-    for arg in args:
-        if isinstance(arg, InRange):
-            expr, upper = arg.args
-            if any(
-                position == expr and sp.expand(size - 1 - upper) == 0
-                for read in reads
-                for position, size in zip(read.indices, read.base.shape, strict=True)
-            ):
-                continue
-        kept.append(arg)
+    rest = sp.Mul(*(arg for arg in args if not isinstance(arg, InRange)))
+    kept = [
+        arg
+        for arg in args
+        if not (isinstance(arg, InRange) and _zero_outside(rest, *arg.args))
+    ]
     return sp.Mul(*kept)
 
 
@@ -329,11 +356,16 @@ def eliminate_deltas(term: Term, prefer=(), context="") -> Term:
     return Term(tuple(summed), factor)
 
 
-def tidy_names(term: Term, model_indices) -> Term:
-    """Renames primed summed indices back to a model index name where free."""
+def tidy_names(term: Term, model_indices, free=()) -> Term:
+    """Renames primed summed indices back to a model index name where free.
+
+    ``free`` are the result's own indices: taken even where the term does not
+    read them (a gradient constant along an axis).
+    """
     factor, summed = term.factor, []
     for index in term.summed:
         taken = {str(i.label) for i in factor.atoms(sp.Idx) if i != index}
+        taken |= {str(i.label) for i in free}
         taken |= {str(i.label) for i in summed}
         candidates = [
             candidate
@@ -384,7 +416,9 @@ def _factor_sums(term: Term) -> Term:
     return Term(term.summed, sp.Mul(*args))
 
 
-def simplify_terms(expr, fresh, model_indices, prefer=(), context="", identities=()):
+def simplify_terms(
+    expr, fresh, model_indices, prefer=(), context="", identities=(), free=()
+):
     """Normal form, delta elimination, definition identities, tidy names and
     merged like terms."""
     from derivations.identities import apply_identities
@@ -393,7 +427,7 @@ def simplify_terms(expr, fresh, model_indices, prefer=(), context="", identities
     terms = apply_identities(
         [t for t in terms if t.factor != 0], list(identities), context
     )
-    terms = [_factor_sums(tidy_names(term, model_indices)) for term in terms]
+    terms = [_factor_sums(tidy_names(term, model_indices, free)) for term in terms]
     return merge_terms(terms)
 
 

@@ -219,6 +219,7 @@ def derive_backward(model: Model, mode_name: str) -> Backward:
                     prefer=indices,
                     context=context,
                     identities=identities,
+                    free=target,
                 )
                 contributions.setdefault(name, []).extend(terms)
                 lhs = sp.Symbol(rf"\overline{{{name}}}") if not target else None
@@ -285,7 +286,12 @@ def derive_jacobian(model: Model, mode_name: str, wrt_name: str) -> Jacobian:
         with located(context):
             local = derivative(expression, wrt.base, wrt_indices, fresh, known)
             terms = simplify_terms(
-                local, fresh, model.indices, context=context, identities=identities
+                local,
+                fresh,
+                model.indices,
+                context=context,
+                identities=identities,
+                free=definition.indices + wrt_indices,
             )
         known[definition.name] = (definition.indices, terms_to_expr(terms))
     expression = known[mode.output.name][1]

@@ -40,7 +40,9 @@ class _Required:
 
 REQUIRED = _Required()
 
-RESERVED_NAMES = frozenset({"np", "self", "output_grad", "input_grad"})
+# The names of the gradients themselves; every other name is free, and the code
+# generator renames what would clash with its own identifiers.
+RESERVED_NAMES = frozenset({"output_grad", "input_grad"})
 
 
 class Maximum(ExprWithLimits):
