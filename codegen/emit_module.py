@@ -123,7 +123,8 @@ class _ModuleEmitter:
                         "    raise ValueError(",
                         f'        f"{self.layer} expects an input for which '
                         f'{size} = {formula} is at least 1; "',
-                        f'        f"got input of shape {{{input_code}.shape}}, which gives '
+                        '        f"got input of shape '
+                        f"{{{input_code}.shape}}, which gives "
                         f'{size} = {{{code}}}"',
                         "    )",
                     ]

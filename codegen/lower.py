@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import opt_einsum
 import sympy as sp
+from sympy.codegen.cfunctions import log1p
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pycode import PythonCodePrinter
 
@@ -325,6 +326,9 @@ class Lowerer:
         """
         if isinstance(expr, sp.Indexed) or not expr.atoms(sp.Indexed):
             return expr
+        if isinstance(expr, sp.log) and expr.args[0].is_Add and 1 in expr.args[0].args:
+            # log(1 + a) loses a when a is tiny; log1p keeps it.
+            expr = log1p(expr.args[0] - 1)
         if isinstance(expr, sp.Piecewise):
             pieces = [
                 (self._restructure(value, False), condition)
@@ -482,6 +486,9 @@ class Lowerer:
                     f"{self.context}: a Kronecker delta {arg} that ties no free "
                     "axis of the result"
                 )
+        plan = self._slice_plan(tied, indices)
+        if plan is not None:
+            return self._scatter_by_slices(term, rest, tied, indices, plan)
         reached = set()
         for expr in tied.values():
             reached |= expr.atoms(sp.Idx)
@@ -525,6 +532,93 @@ class Lowerer:
         )
         window = ", ".join(f"{a}:{b}" for a, b in zip(starts, stops, strict=True))
         self.emit(f"{name} = {name}[{window}]")
+        return name
+
+    def _slice_plan(self, tied, indices):
+        """How to scatter with slices, or None when only ``np.add.at`` can.
+
+        Slices apply when each tied position is affine, ``c * i + (small
+        indices) + offset``, with one large index ``i`` (a positive
+        coefficient, used by no other axis) per tied axis: for each value of
+        the small indices (kernel offsets, a handful) the values land on a
+        strided slice, and no slice writes one position twice.
+        """
+        plan, large_used = {}, set()
+        for index, expr in tied.items():
+            if expr.atoms(sp.Indexed):
+                return None
+            coefficients, offset = affine_parts(expr, self.context)
+            if not coefficients:
+                return None
+            large = max(
+                coefficients, key=lambda i: (self._example(i.upper + 1), str(i))
+            )
+            if (
+                not coefficients[large].is_positive
+                or large in large_used
+                or large in indices
+            ):
+                return None
+            large_used.add(large)
+            small = {i: c for i, c in coefficients.items() if i != large}
+            plan[index] = (large, coefficients[large], small, offset)
+        smalls = set()
+        for _, _, small, _ in plan.values():
+            smalls |= set(small)
+        if smalls & large_used or smalls & set(indices):
+            return None
+        return plan
+
+    def _scatter_by_slices(self, term, rest, tied, indices, plan) -> str:
+        """``np.add.at``'s work done with strided slice-adds, one per value of
+        the small indices (kernel offsets): a loop over offsets, not data."""
+        smalls = []
+        for _, _, small, _ in plan.values():
+            smalls += [i for i in self._ordered(small) if i not in smalls]
+        grid = [plan[i][0] if i in plan else i for i in indices] + smalls
+        contracted = tuple(s for s in term.summed if s not in grid)
+        values = self.terms([Term(contracted, sp.Mul(*rest))], grid)
+
+        loops = {}
+        for index in smalls:
+            loops[index] = self.names.name(("loop", index), str(index.label))
+            self.scalars[sp.Symbol(loops[index])] = loops[index]
+        as_loop = {index: sp.Symbol(name) for index, name in loops.items()}
+        name = self.names.temporary("scattered")
+        widths, targets, crops = [], [], []
+        for index in indices:
+            size = index.upper + 1
+            if index not in plan:
+                widths.append(self.scalar(size))
+                targets.append(":")
+                crops.append(":")
+                continue
+            large, step, small, offset = plan[index]
+            low, high = value_range(tied[index], self.context)
+            pad_low = sp.Max(0, -low)
+            pad_high = sp.Max(0, sp.expand(high - (size - 1)))
+            widths.append(self.scalar(size + pad_low + pad_high))
+            start = sp.expand(offset + pad_low + sum(c * i for i, c in small.items()))
+            stop = sp.expand(start + step * large.upper + 1)
+            start, stop = (self.scalar(e.xreplace(as_loop)) for e in (start, stop))
+            stride = "" if step == 1 else f":{self.scalar(step)}"
+            targets.append(f"{start}:{stop}{stride}")
+            crops.append(f"{self.scalar(pad_low)}:{self.scalar(pad_low + size)}")
+        shape = "(" + ", ".join(widths) + ("," if len(widths) == 1 else "") + ")"
+        self.emit(f"{name} = np.zeros({shape}, dtype={values}.dtype)")
+        self.emit("# One strided slice-add per kernel offset: a loop over offsets.")
+        depth = ""
+        for index in smalls:
+            self.emit(
+                f"{depth}for {loops[index]} in range({self.scalar(index.upper + 1)}):"
+            )
+            depth += "    "
+        picks = [":"] * len(indices) + [loops[i] for i in smalls]
+        self.emit(
+            f"{depth}{name}[{', '.join(targets)}] += {values}[{', '.join(picks)}]"
+        )
+        if any(crop != ":" for crop in crops):
+            self.emit(f"{name} = {name}[{', '.join(crops)}]")
         return name
 
     def maximum(self, expr, indices, name, positions) -> None:

@@ -210,6 +210,9 @@ def normalize(expr, fresh: FreshIndices) -> list[Term]:
             for term in normalize(expr.function, fresh)
         ]
     if isinstance(expr, sp.Piecewise):
+        # Only the values matter: a sum in a condition is computed elementwise.
+        if not any(value.has(sp.KroneckerDelta, sp.Sum) for value, _ in expr.args):
+            return [Term((), expr)]
         return normalize(_factor_piecewise(expr), fresh)
     if (
         expr.is_Pow

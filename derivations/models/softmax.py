@@ -41,8 +41,8 @@ def build_log_softmax() -> Model:
     for mode in ("train", "evaluate"):
         with model.mode(mode):
             shift = model.define("shift", (b,), Maximum(x[b, n], (n, 0, N - 1)))
-            total = model.define(
-                "total", (b,), Sum(exp(x[b, n] - shift[b]), (n, 0, N - 1))
-            )
-            model.define("y", (b, n), x[b, n] - shift[b] - log(total[b]))
+            # Shifted first, so that 1000 - 1000 is exact before log(total).
+            z = model.define("z", (b, n), x[b, n] - shift[b])
+            total = model.define("total", (b,), Sum(exp(z[b, n]), (n, 0, N - 1)))
+            model.define("y", (b, n), z[b, n] - log(total[b]))
     return model

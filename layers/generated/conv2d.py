@@ -151,28 +151,23 @@ class Conv2d(Module):
             )
         W_ = self.W
         # path cost at example sizes: 6.04e+08 operations
-        c1 = np.einsum('ockK,boij->bcKijk', W_, output_grad, optimize=['einsum_path', (0, 1)])
+        c1 = np.einsum('ockK,boij->bcijkK', W_, output_grad, optimize=['einsum_path', (0, 1)])
         t0 = c1
-        at2 = np.arange(B)[:, None, None, None, None, None]
-        at3 = np.arange(C)[None, :, None, None, None, None]
-        at4 = D*np.arange(K)[None, None, None, None, None, :] - P + S*np.arange(Ho)[None, None, None, :, None, None]
-        at5 = D*np.arange(K)[None, None, :, None, None, None] - P + S*np.arange(Wo)[None, None, None, None, :, None]
-        at4_low = max(0, -int(at4.min()))
-        at4_high = max(0, int(at4.max()) - H + 1)
-        at5_low = max(0, -int(at5.min()))
-        at5_high = max(0, int(at5.max()) - W + 1)
-        scattered6 = np.zeros((B, C, H + at4_low + at4_high, W + at5_low + at5_high), dtype=t0.dtype)
-        np.add.at(scattered6, (at2, at3, at4 + at4_low, at5 + at5_low,), np.broadcast_to(t0, (B, C, K, Ho, Wo, K)))
-        scattered6 = scattered6[0:B, 0:C, at4_low:at4_low + H, at5_low:at5_low + W]
-        input_grad = scattered6
-        padded7 = np.pad(x, ((0, 0), (0, 0), (P, max(0, D*K - D - H + Ho*S - P - S + 1)), (P, max(0, D*K - D - P + S*Wo - S - W + 1)),))
-        padded7 = sliding_window_view(padded7, D*K - D + 1, axis=2)
-        padded7 = sliding_window_view(padded7, D*K - D + 1, axis=3)
+        scattered2 = np.zeros((B, C, H + P + max(0, D*K - D - H + Ho*S - P - S + 1), P + W + max(0, D*K - D - P + S*Wo - S - W + 1)), dtype=t0.dtype)
+        # One strided slice-add per kernel offset: a loop over offsets.
+        for kh in range(K):
+            for kw in range(K):
+                scattered2[:, :, D*kh:D*kh + Ho*S - S + 1:S, D*kw:D*kw + S*Wo - S + 1:S] += t0[:, :, :, :, kh, kw]
+        scattered2 = scattered2[:, :, P:H + P, P:P + W]
+        input_grad = scattered2
+        padded3 = np.pad(x, ((0, 0), (0, 0), (P, max(0, D*K - D - H + Ho*S - P - S + 1)), (P, max(0, D*K - D - P + S*Wo - S - W + 1)),))
+        padded3 = sliding_window_view(padded3, D*K - D + 1, axis=2)
+        padded3 = sliding_window_view(padded3, D*K - D + 1, axis=3)
         # path cost at example sizes: 6.04e+08 operations
-        c8 = np.einsum('boij,bcijkK->ockK', output_grad, padded7[:, :, 0:Ho*S - S + 1:S, 0:S*Wo - S + 1:S, ::D, ::D], optimize=['einsum_path', (0, 1)])
-        grad_W = c8
-        c9 = np.einsum('boij->o', output_grad)
-        grad_bias = c9
+        c4 = np.einsum('boij,bcijkK->ockK', output_grad, padded3[:, :, 0:Ho*S - S + 1:S, 0:S*Wo - S + 1:S, ::D, ::D], optimize=['einsum_path', (0, 1)])
+        grad_W = c4
+        c5 = np.einsum('boij->o', output_grad)
+        grad_bias = c5
         return (input_grad.astype(dtype, copy=False), grad_W, grad_bias,)
 
     def _backward_train_stride1(self, x, output_grad):

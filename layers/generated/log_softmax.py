@@ -6,20 +6,23 @@ Forward definitions, by mode (reads outside a tensor's range are zero):
 
     train:
         shift[b] = Maximum(x[b, n], (n, 0, N - 1))
-        total[b] = Sum(exp(-shift[b] + x[b, n]), (n, 0, N - 1))
-        y[b, n] = -log(total[b]) - shift[b] + x[b, n]
+        z[b, n] = -shift[b] + x[b, n]
+        total[b] = Sum(exp(z[b, n]), (n, 0, N - 1))
+        y[b, n] = -log(total[b]) + z[b, n]
 
     evaluate:
         shift[b] = Maximum(x[b, n], (n, 0, N - 1))
-        total[b] = Sum(exp(-shift[b] + x[b, n]), (n, 0, N - 1))
-        y[b, n] = -log(total[b]) - shift[b] + x[b, n]
+        z[b, n] = -shift[b] + x[b, n]
+        total[b] = Sum(exp(z[b, n]), (n, 0, N - 1))
+        y[b, n] = -log(total[b]) + z[b, n]
 
 Derived backward passes (vector-Jacobian products):
 
     train:
         grad_total[b] = -Sum(output_grad[b, n], (n, 0, N - 1))/total[b]
-        grad_shift[b] = -grad_total[b]*total[b] - Sum(output_grad[b, n], (n, 0, N - 1))
-        input_grad[b, n] = exp(-shift[b] + x[b, n])*grad_total[b] + KroneckerDelta(n, shift_argmax_n[b])*grad_shift[b] + output_grad[b, n]
+        grad_z[b, n] = exp(z[b, n])*grad_total[b] + output_grad[b, n]
+        grad_shift[b] = -Sum(grad_z[b, n], (n, 0, N - 1))
+        input_grad[b, n] = KroneckerDelta(n, shift_argmax_n[b])*grad_shift[b] + grad_z[b, n]
 
 Einsum letters: b -> b, n -> n.
 """
@@ -55,12 +58,12 @@ class LogSoftMax(Module):
         first1 = np.argmax(candidates0, axis=-1)
         shift = np.take_along_axis(candidates0, first1[..., None], axis=-1)[..., 0]
         shift_argmax_n, = np.unravel_index(first1, (N,))
-        v3 = -shift[:, None] + x
-        v2 = np.exp(v3)
-        c4 = np.einsum('bn->b', v2)
-        total = c4
-        v5 = np.log(total)
-        y = -shift[:, None] - v5[:, None] + x
+        z = -shift[:, None] + x
+        v2 = np.exp(z)
+        c3 = np.einsum('bn->b', v2)
+        total = c3
+        v4 = np.log(total)
+        y = -v4[:, None] + z
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
@@ -71,21 +74,22 @@ class LogSoftMax(Module):
         first1 = np.argmax(candidates0, axis=-1)
         shift = np.take_along_axis(candidates0, first1[..., None], axis=-1)[..., 0]
         shift_argmax_n, = np.unravel_index(first1, (N,))
-        v3 = -shift[:, None] + x
-        v2 = np.exp(v3)
-        c4 = np.einsum('bn->b', v2)
-        total = c4
-        c5 = np.einsum('bn->b', output_grad)
-        grad_total = -c5/total
-        grad_shift = -c5 - grad_total*total
-        v6 = np.exp(v3)
-        t7 = grad_shift
-        at8 = np.arange(B)
-        at9 = shift_argmax_n
-        at9_low = max(0, -int(at9.min()))
-        at9_high = max(0, int(at9.max()) - N + 1)
-        scattered10 = np.zeros((B, N + at9_low + at9_high), dtype=t7.dtype)
-        np.add.at(scattered10, (at8, at9 + at9_low,), np.broadcast_to(t7, (B,)))
-        scattered10 = scattered10[0:B, at9_low:at9_low + N]
-        input_grad = output_grad + grad_total[:, None]*v6 + scattered10
+        z = -shift[:, None] + x
+        v2 = np.exp(z)
+        c3 = np.einsum('bn->b', v2)
+        total = c3
+        c4 = np.einsum('bn->b', output_grad)
+        grad_total = -c4/total
+        grad_z = output_grad + grad_total[:, None]*v2
+        c5 = np.einsum('bn->b', grad_z)
+        grad_shift = -c5
+        t6 = grad_shift
+        at7 = np.arange(B)
+        at8 = shift_argmax_n
+        at8_low = max(0, -int(at8.min()))
+        at8_high = max(0, int(at8.max()) - N + 1)
+        scattered9 = np.zeros((B, N + at8_low + at8_high), dtype=t6.dtype)
+        np.add.at(scattered9, (at7, at8 + at8_low,), np.broadcast_to(t6, (B,)))
+        scattered9 = scattered9[0:B, at8_low:at8_low + N]
+        input_grad = grad_z + scattered9
         return (input_grad.astype(dtype, copy=False),)

@@ -50,9 +50,8 @@ class SoftPlus(Module):
         dtype = x.dtype
         v0 = abs(x)
         v1 = np.exp(-v0)
-        v2 = v1 + 1
-        v3 = np.log(v2)
-        y = v3 + np.maximum(0, x)
+        v2 = np.log1p(v1)
+        y = v2 + np.maximum(0, x)
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
