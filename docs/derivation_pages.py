@@ -24,11 +24,11 @@ from derivation_steps import (
     printer_for,
     readers,
 )
-from latex_printer import read
 
 import layers.reference
 from codegen.emit_module import COMMAND, Emitted, emit_module
 from derivations import derive_backward
+from derivations.latex import read
 from derivations.models import CATALOG, build
 from derivations.notation import Model
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
-from latex_printer import IndexNotationPrinter, read
 
 from derivations import derive_jacobian
 from derivations.calculus import (
@@ -26,6 +25,7 @@ from derivations.calculus import (
 )
 from derivations.derive import Adjoint, Backward
 from derivations.identities import apply_identities, sum_definitions
+from derivations.latex import IndexNotationPrinter, read
 from derivations.notation import Mode, Model
 
 

@@ -160,3 +160,14 @@ def test_fresh_indices_never_reuse_a_name():
     first, second = fresh.like(b), fresh.like(b)
     assert len({b, first, second}) == 3
     assert (first.lower, first.upper) == (b.lower, b.upper)
+
+
+def test_latex_of_a_jacobian_writes_deltas_and_adjoint_bars():
+    from derivations import derive_jacobian
+    from derivations.latex import to_latex
+
+    model = build("batch_normalization")
+    jacobian = to_latex(derive_jacobian(model, "train", "x").expression, model)
+    assert r"\delta_{b b'}" in jacobian and r"\delta_{n n'}" in jacobian
+    vjp = to_latex(derive_backward(model, "train").adjoints[-1].expression, model)
+    assert r"\overline{y}_{b,n}" in vjp and r"\overline{\mathrm{var}}_{n}" in vjp

@@ -114,3 +114,11 @@ def read(printer: IndexNotationPrinter, name: str, indices) -> str:
         return printer.tensor_name(name)
     subscript = ",".join(printer._print(index) for index in indices)
     return f"{printer.tensor_name(name)}_{{{subscript}}}"
+
+
+def to_latex(expr, model=None, mode="train") -> str:
+    """LaTeX for a definition, a Jacobian or a vjp, in the derivation pages'
+    notation; ``model`` names the output and input for the adjoint bars."""
+    output = model.modes[mode].output.name if model is not None else "y"
+    input_name = model.input_tensor.name if model is not None else "x"
+    return IndexNotationPrinter(output, input_name).doprint(expr)
