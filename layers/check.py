@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from layers.gradcheck import check_gradients
+from layers.gradcheck import check_gradients, parameter_attributes
 from layers.random import make_generator
 
 __all__ = [
@@ -252,26 +252,13 @@ def _check_modes(modes):
     return modes
 
 
-def _parameter_names(module, parameters):
-    # Modules do not name their parameters; the attribute holding the very same
-    # array does.
-    names = []
-    for index, parameter in enumerate(parameters):
-        attribute = next(
-            (key for key, value in vars(module).items() if value is parameter),
-            f"parameter_{index}",
-        )
-        names.append(attribute)
-    return names
-
-
 def _copy_parameters(candidate, oracle):
     """Copies the oracle's parameters into the candidate's arrays, in place.
 
     Returns the oracle's parameter names, in ``get_parameters()`` order.
     """
     wanted = oracle.get_parameters()
-    names = _parameter_names(oracle, wanted)
+    names = parameter_attributes(oracle, wanted)
     own = candidate.get_parameters()
     if len(own) != len(wanted):
         raise ValueError(

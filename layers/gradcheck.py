@@ -195,16 +195,16 @@ def _compare(name, analytic, numerical, rtol, atol):
     return GradientComparison(name, max_abs_error, max_rel_error, passed)
 
 
-def _parameter_names(module, parameters):
-    # Modules do not name their parameters; the attribute holding the very same
-    # array does.
+def parameter_attributes(module, parameters):
+    """The attribute names of ``parameters`` in ``module`` (``parameter_<i>``
+    where none holds the very array): modules do not name their parameters."""
     names = []
     for index, parameter in enumerate(parameters):
         attribute = next(
             (key for key, value in vars(module).items() if value is parameter),
             f"parameter_{index}",
         )
-        names.append(f"grad_{attribute}")
+        names.append(attribute)
     return names
 
 
@@ -260,7 +260,8 @@ def check_gradients(
             "(for Dropout in training mode, a generator that replays its numbers)"
         )
 
-    names = ["input_grad", *_parameter_names(module, parameters)]
+    names = ["input_grad"]
+    names += [f"grad_{name}" for name in parameter_attributes(module, parameters)]
     analytic = [analytic_input_grad, *analytic_parameter_grads]
     numerical = [
         numerical_input_grad(module, input, output_grad, step),
