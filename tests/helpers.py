@@ -127,10 +127,8 @@ def forward_backward(layer, input, output_grad):
 
 def assert_runs_agree(actual, expected, rtol=1e-12, atol=1e-14):
     """Checks two results of ``forward_backward`` against each other, entry by entry."""
-    (output, input_grad, grads), (want_output, want_input_grad, want_grads) = (
-        actual,
-        expected,
-    )
+    output, input_grad, grads = actual
+    want_output, want_input_grad, want_grads = expected
     np.testing.assert_allclose(output, want_output, rtol=rtol, atol=atol)
     np.testing.assert_allclose(input_grad, want_input_grad, rtol=rtol, atol=atol)
     assert len(grads) == len(want_grads)
