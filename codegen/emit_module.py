@@ -118,16 +118,7 @@ class _ModuleEmitter:
                     re.search(rf"\b{other.name}\b", formula) for other in model.sizes
                 )
                 if reads_sizes and size.is_positive:
-                    lines += [
-                        f"if {code} < 1:",
-                        "    raise ValueError(",
-                        f'        f"{self.layer} expects an input for which '
-                        f'{size} = {formula} is at least 1; "',
-                        '        f"got input of shape '
-                        f"{{{input_code}.shape}}, which gives "
-                        f'{size} = {{{code}}}"',
-                        "    )",
-                    ]
+                    lines += self._size_check(size, code, input_code)
             elif size in bound_from_input:
                 lines.append(f"{code} = {input_code}.shape[{bound_from_input[size]}]")
         for constant in model.constants:
@@ -160,6 +151,35 @@ class _ModuleEmitter:
                     lines.append(
                         f"self.{tensor.attribute} = {code}.reshape({kept_shape})"
                     )
+        return lines
+
+    def _size_check(self, size, code, input_code) -> list[str]:
+        """Raises when a computed size (an output width) is below 1."""
+        formula = self.model.size_bindings[size]
+        needs = self.model.size_needs.get(size)
+        expected = needs or f"an input for which {size} = {formula} is at least 1"
+        return [
+            f"if {code} < 1:",
+            "    raise ValueError(",
+            f'        f"{self.layer} expects {expected}; got input of shape "',
+            f'        f"{{{input_code}.shape}}, which gives {size} = {{{code}}}"',
+            "    )",
+        ]
+
+    def _input_fits(self) -> list[str]:
+        """In ``_compute_input_grad``: the input is checked before output_grad,
+        whose expected shape it gives."""
+        lines = []
+        for size in self.model.sizes:
+            formula = self.model.size_bindings.get(size)
+            if formula is None or not size.is_positive:
+                continue
+            if not any(
+                re.search(rf"\b{other.name}\b", formula) for other in self.model.sizes
+            ):
+                continue
+            code = self._size_code(size)
+            lines += [f"{size.name} = {code}"] + self._size_check(size, size.name, "x")
         return lines
 
     def _probability_constant(self):
@@ -222,7 +242,7 @@ class _ModuleEmitter:
         return [
             f"{code} = self.{attribute}",
             f"if {code} is None:",
-            "    raise RuntimeError(",
+            "    raise ValueError(",
             f'        "{self.layer}.backward in training mode needs the {attribute} "',
             '        "of a forward pass; call forward first"',
             "    )",
@@ -442,6 +462,11 @@ class _ModuleEmitter:
                     f"self.{name} = expect_probability("
                     f'"{self.layer}", "{name}", {name})'
                 )
+            elif constant is not None:
+                self.imports.add("expect_real")
+                body.append(
+                    f'self.{name} = expect_real("{self.layer}", "{name}", {name})'
+                )
             else:
                 body.append(f"self.{name} = {name}")
         for condition, expected in model.argument_checks:
@@ -564,6 +589,7 @@ class _ModuleEmitter:
                 "output_grad = output_grad.reshape(x.shape)",
             ]
         else:
+            body += self._input_fits()
             shape = self._output_shape(next(iter(model.modes)))
             body.append(
                 f'output_grad, _ = expect_array("{self.layer}", "output_grad", '

@@ -136,6 +136,13 @@ class Lowerer:
         return self.scalar_printer.doprint(self._symbols(expr))
 
     def emit(self, line: str) -> None:
+        if "np.where(" in line and not line.lstrip().startswith("#"):
+            # np.where computes every branch everywhere: overflow or 0 * inf in
+            # a branch not taken must not warn, or raise under np.errstate.
+            self.lines.append(
+                "with np.errstate(over='ignore', invalid='ignore', divide='ignore'):"
+            )
+            line = "    " + line
         self.lines.append(line)
 
     # Reads.
@@ -330,11 +337,9 @@ class Lowerer:
             # log(1 + a) loses a when a is tiny; log1p keeps it.
             expr = log1p(expr.args[0] - 1)
         if isinstance(expr, sp.Piecewise):
-            pieces = [
-                (self._restructure(value, False), condition)
-                for value, condition in expr.args
-            ]
-            rebuilt = sp.Piecewise(*pieces, evaluate=False)
+            # Branch values stay inline, inside np.where's np.errstate: a value
+            # computed apart would warn for the entries its branch never takes.
+            rebuilt = expr
         else:
             rebuilt = expr.func(*(self._restructure(arg, False) for arg in expr.args))
         if rebuilt.is_Mul:
@@ -433,13 +438,28 @@ class Lowerer:
 
     # Sums of terms.
 
-    def terms(self, terms, indices, name: str | None = None, dtype="dtype") -> str:
-        """Emits ``name = sum of terms`` with axes ``indices``; returns ``name``."""
+    def terms(
+        self, terms, indices, name: str | None = None, dtype="dtype", fresh=False
+    ) -> str:
+        """Emits ``name = sum of terms`` with axes ``indices``; returns ``name``.
+
+        With ``fresh``, ``name`` is always a new array that may be written to.
+        """
         indices = list(indices)
         name = name or self.names.temporary("t")
         if not terms:
             shape = self._shape(indices)
             self.emit(f"{name} = np.zeros({shape}, dtype={dtype})")
+            return name
+        regular = [t for t in terms if not t.factor.has(sp.KroneckerDelta)]
+        scatters = [t for t in terms if t.factor.has(sp.KroneckerDelta)]
+        if regular and scatters:
+            # The scatter-adds go straight into the sum of the other terms.
+            self.terms(regular, indices, name, dtype, fresh=True)
+            for term in scatters:
+                code = self._scatter(term, indices, into=name)
+                if code is not None:
+                    self.emit(f"{name} += {code}")
             return name
         parts, covered = [], set()
         for term in terms:
@@ -456,13 +476,13 @@ class Lowerer:
             )
         if covered != set(indices):
             total = f"np.broadcast_to({total}, {self._shape(indices)}).astype({dtype})"
-        elif total in self.external:
-            # A bare read: copy, so the result never aliases the caller's array.
+        elif total in self.external or (fresh and total.isidentifier()):
+            # A bare read: copy, so the result never aliases another array.
             total = f"{total}.copy()"
         self.emit(f"{name} = {total}")
         return name
 
-    def _scatter(self, term, indices) -> str:
+    def _scatter(self, term, indices, into=None) -> str | None:
         """A term whose deltas tie target axes to other indices: scatter-add.
 
         ``sum_S f * delta(k, e)`` puts each value of ``f`` at position ``e`` of
@@ -488,7 +508,7 @@ class Lowerer:
                 )
         plan = self._slice_plan(tied, indices)
         if plan is not None:
-            return self._scatter_by_slices(term, rest, tied, indices, plan)
+            return self._scatter_by_slices(term, rest, tied, indices, plan, into)
         reached = set()
         for expr in tied.values():
             reached |= expr.atoms(sp.Idx)
@@ -549,7 +569,9 @@ class Lowerer:
                 return None
             coefficients, offset = affine_parts(expr, self.context)
             if not coefficients:
-                return None
+                # A fixed position: one row (a sample) takes the values.
+                plan[index] = (None, 0, {}, offset)
+                continue
             large = max(
                 coefficients, key=lambda i: (self._example(i.upper + 1), str(i))
             )
@@ -569,13 +591,18 @@ class Lowerer:
             return None
         return plan
 
-    def _scatter_by_slices(self, term, rest, tied, indices, plan) -> str:
+    def _scatter_by_slices(self, term, rest, tied, indices, plan, into=None):
         """``np.add.at``'s work done with strided slice-adds, one per value of
-        the small indices (kernel offsets): a loop over offsets, not data."""
+        the small indices (kernel offsets): a loop over offsets, not data.
+
+        With ``into`` (a writable array of the result's shape) and no padding,
+        the adds go into it and None is returned."""
         smalls = []
         for _, _, small, _ in plan.values():
             smalls += [i for i in self._ordered(small) if i not in smalls]
-        grid = [plan[i][0] if i in plan else i for i in indices] + smalls
+        kept = [plan[i][0] if i in plan else i for i in indices]
+        kept = [i for i in kept if i is not None]
+        grid = kept + smalls
         contracted = tuple(s for s in term.summed if s not in grid)
         values = self.terms([Term(contracted, sp.Mul(*rest))], grid)
 
@@ -594,6 +621,11 @@ class Lowerer:
                 crops.append(":")
                 continue
             large, step, small, offset = plan[index]
+            if large is None:
+                widths.append(self.scalar(size))
+                targets.append(self.scalar(offset))
+                crops.append(":")
+                continue
             low, high = value_range(tied[index], self.context)
             pad_low = sp.Max(0, -low)
             pad_high = sp.Max(0, sp.expand(high - (size - 1)))
@@ -605,21 +637,26 @@ class Lowerer:
             targets.append(f"{start}:{stop}{stride}")
             crops.append(f"{self.scalar(pad_low)}:{self.scalar(pad_low + size)}")
         shape = "(" + ", ".join(widths) + ("," if len(widths) == 1 else "") + ")"
-        self.emit(f"{name} = np.zeros({shape}, dtype={values}.dtype)")
-        self.emit("# One strided slice-add per kernel offset: a loop over offsets.")
+        padded = any(crop != ":" for crop in crops)
+        if into is not None and not padded:
+            name = into
+        else:
+            self.emit(f"{name} = np.zeros({shape}, dtype={values}.dtype)")
+        if smalls:
+            self.emit("# One strided slice-add per kernel offset: a loop over offsets.")
         depth = ""
         for index in smalls:
             self.emit(
                 f"{depth}for {loops[index]} in range({self.scalar(index.upper + 1)}):"
             )
             depth += "    "
-        picks = [":"] * len(indices) + [loops[i] for i in smalls]
+        picks = [":"] * len(kept) + [loops[i] for i in smalls]
         self.emit(
             f"{depth}{name}[{', '.join(targets)}] += {values}[{', '.join(picks)}]"
         )
-        if any(crop != ":" for crop in crops):
+        if padded:
             self.emit(f"{name} = {name}[{', '.join(crops)}]")
-        return name
+        return None if name == into else name
 
     def maximum(self, expr, indices, name, positions) -> None:
         """``name = max over the limits of the body``, and the argmax.

@@ -215,6 +215,7 @@ class Model:
         self.input_layout: tuple = ()
         self.argument_checks: list[tuple[str, str]] = []
         self.argument_kinds: dict[str, str] = {}
+        self.size_needs: dict = {}
         self.specializations: list[tuple[str, dict, str]] = []
         # "layer": forward(input), backward(input, output_grad);
         # "criterion": forward(input, target) -> float, backward(input, target).
@@ -226,13 +227,20 @@ class Model:
 
     # Declarations.
 
-    def size(self, name: str, example: int, bound_to: str | None = None):
-        """Declares a size; ``example`` is used to choose contraction paths."""
+    def size(self, name: str, example: int, bound_to: str | None = None, needs=None):
+        """Declares a size; ``example`` is used to choose contraction paths.
+
+        ``bound_to`` computes it from the arguments and other sizes; ``needs``
+        says, for the error message, what the input must be for it to be at
+        least 1 ("an input at least as large as the kernel").
+        """
         symbol = size_symbol(name)
         self.sizes.append(symbol)
         self.example_sizes[symbol] = example
         if bound_to is not None:
             self.size_bindings[symbol] = bound_to
+        if needs is not None:
+            self.size_needs[symbol] = needs
         return symbol
 
     def derived_size(self, name: str, formula: str, example: int):

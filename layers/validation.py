@@ -35,15 +35,24 @@ def expect_array(layer, argument, value, shape, bound=None):
         ``(array, bound)``: the array and the sizes bound by name.
 
     Raises:
-        TypeError: ``value`` is not a floating-point array.
+        TypeError: ``value`` is not a float32 or float64 array (integers and
+            float16 are refused, not converted).
         ValueError: the number of axes or a size does not match, or an axis is
             empty.
     """
     bound = {} if bound is None else bound
-    array = np.asarray(value)
-    if not np.issubdtype(array.dtype, np.floating):
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{layer} expects {argument} as a rectangular array of floats; "
+            f"got a {type(value).__name__} NumPy cannot make one array of ({error})"
+        ) from None
+    if array.dtype not in (np.float32, np.float64):
+        # Integers are refused rather than converted: a silent cast would hide
+        # a wrong input; float16 loses the sums and powers these layers take.
         raise TypeError(
-            f"{layer} expects {argument} as a floating-point array; "
+            f"{layer} expects {argument} as a float32 or float64 array; "
             f"got dtype {array.dtype}"
         )
     expected = _describe(shape)
@@ -172,7 +181,7 @@ def expect_optional_positive_int(layer, argument, value):
 
 def expect_padding(layer, argument, value):
     """Returns "same" or a non-negative int; else a ValueError naming it."""
-    if value == "same":
+    if isinstance(value, str) and value == "same":
         return value
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
         raise ValueError(
@@ -186,3 +195,14 @@ def expect_bool(layer, argument, value):
     if not isinstance(value, bool):
         raise TypeError(f"{layer} expects {argument} as True or False; got {value!r}")
     return value
+
+
+def expect_real(layer, argument, value):
+    """Returns ``value`` as a finite float; else a ValueError naming it."""
+    if (
+        not isinstance(value, numbers.Real)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+    ):
+        raise ValueError(f"{layer} expects {argument} as a real number; got {value!r}")
+    return float(value)

@@ -113,8 +113,9 @@ def _check_model(model, batch, features, seed):
     # Normwise: a drawn formula can reach 1e4 in one entry and 1e-3 in another,
     # and the finite-difference error follows the largest (a cube of a sum of
     # squares once failed entrywise at a relative 2e-10).
-    worst = max(comparison.max_rel_error for comparison in report.comparisons)
-    assert worst < 1e-6, str(report)
+    assert all(c.passed or c.max_rel_error < 1e-6 for c in report.comparisons), str(
+        report
+    )
 
 
 # CI draws 25 formulas; a longer campaign: SYMBOLIC_BACKPROP_FUZZ_EXAMPLES=1000.

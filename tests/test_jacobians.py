@@ -270,14 +270,18 @@ def test_comparison_catches_a_wrong_jacobian():
 
 
 def test_batch_normalization_jacobian_reads_like_the_course():
-    """dy[b,n]/dx[b',n'] = delta_nn' ((delta_bb' - 1/B)/s - xc[b] xc[b'] / (B s^3))."""
+    """dy[b,n]/dx[b',n'] = delta_nn' ((delta_bb' - 1/B)/s - xc[b] xc[b'] / (B s^3)).
+
+    The model shifts x by its first sample (xs = x - x[0]) for exactness; the
+    centred input xs - mean equals the course's x - E[x], and the terms of the
+    shift cancel."""
     model = build("batch_normalization")
     jacobian = derive_jacobian(model, "train", "x")
     B, N = model.sizes
     b, n = model.indices
     b2, n2 = jacobian.wrt_indices
-    mean, var, _ = (d.base for d in model.modes["train"].definitions)
-    x = model.tensor("x").base
+    bases = {d.name: d.base for d in model.modes["train"].definitions}
+    mean, var, x = bases["mean"], bases["var"], bases["xs"]
     eps = model.constants[0].symbol
     std = sp.sqrt(var[n] + eps)
     centred = x[b, n] - mean[n]

@@ -37,7 +37,7 @@ def with_entry(shape, value):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@each_case(xfail={"generated-ReLU": "np.where(x > 0, x, 0) maps NaN to 0"})
+@each_case()
 def test_nan_propagates_without_an_error(case):
     x = with_entry(case.shape, np.nan)
     output, input_grad, _ = run_case(case, x)
@@ -72,14 +72,7 @@ def test_views_with_any_strides_give_what_contiguous_copies_give(case, layout):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@each_case(
-    xfail={
-        "reference-Conv2d": "backward correlates two float16 arrays for gradW and "
-        "scipy.signal.correlate raises its own ValueError('Unsupported type')",
-        "generated-LayerNormalization-unit": "with a zero variance, (var + EPS) ** "
-        "(-3/2) = 3.2e7 overflows float16 and 0 * inf makes the input gradient NaN",
-    }
-)
+@each_case()
 def test_float16_is_computed_to_float16_accuracy_or_refused(case):
     """The README promises float32; float16 is accepted without a word, so it
     must either work to its own accuracy or be refused with a TypeError."""
@@ -97,30 +90,6 @@ def test_float16_is_computed_to_float16_accuracy_or_refused(case):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.parametrize(
-    "package",
-    [
-        pytest.param(
-            G,
-            id="generated",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="einsum sums in float16: 512 values near 300 overflow 65504, "
-                "the mean is inf and every output NaN (NumPy's mean, in the "
-                "reference, sums float16 in float32)",
-            ),
-        ),
-        pytest.param(R, id="reference"),
-    ],
-)
-def test_batch_normalization_float16_sums_do_not_overflow(package):
-    x = (300.0 + normal((512, 2))).astype(np.float16)
-    output = package.BatchNormalization().forward(x)
-    want = package.BatchNormalization().forward(x.astype(np.float64))
-    np.testing.assert_allclose(output, want, atol=0.2)
-
-
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @each_case()
 @pytest.mark.parametrize("scale", [1e150, 1e-150])
 def test_huge_and_tiny_inputs_give_finite_results(case, scale):
@@ -129,7 +98,7 @@ def test_huge_and_tiny_inputs_give_finite_results(case, scale):
         assert np.isfinite(array).all()
 
 
-@each_case(xfail={"generated-ELU": "exp(x) is evaluated on the branch x > 0 too"})
+@each_case()
 @pytest.mark.parametrize(
     ("dtype", "scale"), [(np.float32, 100.0), (np.float64, 1000.0)], ids=["f32", "f64"]
 )
@@ -162,19 +131,16 @@ def test_normalizations_hold_at_extreme_scales(build, scale):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("criterion", [G.MSECriterion, G.ClassNLLCriterion])
 def test_criteria_propagate_nan(criterion):
+    """A NaN the loss reads propagates (ClassNLL reads the target entries only,
+    as PyTorch's does)."""
     x = LOGITS.copy()
-    x[1, 2] = np.nan
+    x[1, 1] = np.nan
     target = np.eye(3)[[0, 1, 2, 0]]
     assert np.isnan(criterion().forward(x, target))
     assert criterion().backward(x, target).shape == x.shape
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the loss contracts the one-hot target with the input, so a class of "
-    "probability 0 outside the target gives 0 * -inf = NaN",
-)
 def test_class_nll_ignores_minus_infinity_outside_the_target_class():
     """A log-probability of -inf (a masked class) is valid input: PyTorch's
     NLLLoss reads the target entry only and gives a finite loss."""
@@ -254,22 +220,18 @@ def constant_feature(dtype, value, batch, partner, reason=None):
             0.1,
             3,
             False,
-            "0.1 + 0.1 + 0.1 divided by 3 is not 0.1: every output is -4.4e-16",
         ),
         constant_feature(
             np.float32,
             12345.678,
             64,
             True,
-            "the float32 column sum drifts by tens of spacings: x - mean is not 0 "
-            "and the output reaches 0.18",
         ),
         constant_feature(
             np.float32,
             123456.79,
             64,
             True,
-            "the float32 column sum drifts: the output reaches 0.94",
         ),
     ],
 )

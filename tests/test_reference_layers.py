@@ -292,7 +292,7 @@ def test_dropout_rejects_p_outside_the_unit_interval(p):
 
 
 def test_dropout_backward_before_forward_fails_clearly():
-    with pytest.raises(RuntimeError, match=r"Dropout.*forward"):
+    with pytest.raises(ValueError, match=r"Dropout.*forward"):
         Dropout(0.5).backward(normal((2, 3)), normal((2, 3)))
 
 

@@ -30,7 +30,9 @@ def build_relu() -> Model:
     return _elementwise(
         "ReLU",
         "Keeps positive entries and zeroes the rest.",
-        lambda v: Piecewise((v, v > 0), (0, True)),
+        # The zero branch first: NaN fails every comparison, falls through to
+        # the last branch and propagates, as in PyTorch.
+        lambda v: Piecewise((0, v <= 0), (v, True)),
     )
 
 
@@ -38,7 +40,7 @@ def build_leaky_relu() -> Model:
     return _elementwise(
         "LeakyReLU",
         "Keeps positive entries and scales the rest by a small slope.",
-        lambda v, slope: Piecewise((v, v > 0), (slope * v, True)),
+        lambda v, slope: Piecewise((slope * v, v <= 0), (v, True)),
         constants=[("slope", 0.03, None)],
     )
 
@@ -47,7 +49,7 @@ def build_elu() -> Model:
     return _elementwise(
         "ELU",
         "Keeps positive entries; maps the rest to alpha * (exp(x) - 1).",
-        lambda v, alpha: Piecewise((v, v > 0), (alpha * (exp(v) - 1), True)),
+        lambda v, alpha: Piecewise((alpha * (exp(v) - 1), v <= 0), (v, True)),
         constants=[("alpha", 1.0, None)],
     )
 

@@ -27,12 +27,20 @@ def build() -> Model:
     moving_variance = model.state("moving_variance", (n,), init="ones")
 
     with model.mode("train"):
-        mean = model.define("mean", (n,), Sum(x[b, n], (b, 0, B - 1)) / B)
+        # Shifted by the first sample: a constant feature is then exactly zero
+        # (x - shift is), and float32 sums stay small. The shift cancels in y.
+        shift = model.define("shift", (n,), x[0, n])
+        xs = model.define("xs", (b, n), x[b, n] - shift[n])
+        mean = model.define("mean", (n,), Sum(xs[b, n], (b, 0, B - 1)) / B)
         var = model.define(
-            "var", (n,), Sum((x[b, n] - mean[n]) ** 2, (b, 0, B - 1)) / B
+            "var", (n,), Sum((xs[b, n] - mean[n]) ** 2, (b, 0, B - 1)) / B
         )
-        model.define("y", (b, n), (x[b, n] - mean[n]) / sqrt(var[n] + eps))
-        model.update(moving_mean, (n,), moving_mean[n] * alpha + mean[n] * (1 - alpha))
+        model.define("y", (b, n), (xs[b, n] - mean[n]) / sqrt(var[n] + eps))
+        model.update(
+            moving_mean,
+            (n,),
+            moving_mean[n] * alpha + (mean[n] + shift[n]) * (1 - alpha),
+        )
         model.update(
             moving_variance, (n,), moving_variance[n] * alpha + var[n] * (1 - alpha)
         )

@@ -35,11 +35,13 @@ def build() -> Model:
     # bottom and right: reads past the end are zero, so only P (top/left) shows.
     Ho = model.size(
         "Ho",
+        needs="an input at least as large as the (dilated) kernel with its padding",
         example=32,
         bound_to="H if padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1",
     )
     Wo = model.size(
         "Wo",
+        needs="an input at least as large as the (dilated) kernel with its padding",
         example=32,
         bound_to="W if padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1",
     )

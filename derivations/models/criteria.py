@@ -6,7 +6,7 @@ log-probabilities ``x`` and a one-hot ``target`` (integer class indices are
 turned into one-hot rows by the runtime).
 """
 
-from sympy import Sum
+from sympy import Eq, Piecewise, Sum
 
 from derivations.notation import Model
 
@@ -39,6 +39,8 @@ def build_class_nll() -> Model:
     return _criterion(
         "ClassNLLCriterion",
         "Mean over the batch of minus the target class's log-probability.",
-        lambda value, target: -target * value,
+        # Only the target entries count: a log-probability of -inf outside the
+        # target class (a masked class) must not make 0 * -inf = NaN.
+        lambda value, target: Piecewise((0, Eq(target, 0)), (-target * value, True)),
         classes=True,
     )

@@ -22,8 +22,18 @@ def build() -> Model:
     W = model.size("W", example=32)
     K = model.size("K", example=2, bound_to="kernel_size")
     S = model.size("S", example=2, bound_to="kernel_size if stride is None else stride")
-    Ho = model.size("Ho", example=16, bound_to="(H - K) // S + 1")
-    Wo = model.size("Wo", example=16, bound_to="(W - K) // S + 1")
+    Ho = model.size(
+        "Ho",
+        example=16,
+        needs="an input at least as large as the kernel",
+        bound_to="(H - K) // S + 1",
+    )
+    Wo = model.size(
+        "Wo",
+        example=16,
+        needs="an input at least as large as the kernel",
+        bound_to="(W - K) // S + 1",
+    )
     model.argument("kernel_size")
     model.argument("stride", None, kind="optional_positive_int")
     b = model.index("b", B)

@@ -5,10 +5,12 @@
 Forward definitions, by mode (reads outside a tensor's range are zero):
 
     train:
-        mean[n] = Sum(x[b, n], (b, 0, B - 1))/B
-        var[n] = Sum((-mean[n] + x[b, n])**2, (b, 0, B - 1))/B
-        y[b, n] = (-mean[n] + x[b, n])/sqrt(EPS + var[n])
-        moving_mean[n] <- alpha*moving_mean[n] + (1 - alpha)*mean[n]
+        shift[n] = x[0, n]
+        xs[b, n] = -shift[n] + x[b, n]
+        mean[n] = Sum(xs[b, n], (b, 0, B - 1))/B
+        var[n] = Sum((-mean[n] + xs[b, n])**2, (b, 0, B - 1))/B
+        y[b, n] = (-mean[n] + xs[b, n])/sqrt(EPS + var[n])
+        moving_mean[n] <- alpha*moving_mean[n] + (1 - alpha)*(mean[n] + shift[n])
         moving_variance[n] <- alpha*moving_variance[n] + (1 - alpha)*var[n]
 
     evaluate:
@@ -17,9 +19,11 @@ Forward definitions, by mode (reads outside a tensor's range are zero):
 Derived backward passes (vector-Jacobian products):
 
     train:
-        grad_var[n] = -Sum((-mean[n] + x[b, n])*output_grad[b, n], (b, 0, B - 1))/(2*(EPS + var[n])**(3/2))
+        grad_var[n] = -Sum((-mean[n] + xs[b, n])*output_grad[b, n], (b, 0, B - 1))/(2*(EPS + var[n])**(3/2))
         grad_mean[n] = -Sum(output_grad[b, n], (b, 0, B - 1))/sqrt(EPS + var[n])
-        input_grad[b, n] = output_grad[b, n]/sqrt(EPS + var[n]) + 2*(-mean[n] + x[b, n])*grad_var[n]/B + grad_mean[n]/B
+        grad_xs[b, n] = output_grad[b, n]/sqrt(EPS + var[n]) + 2*(-mean[n] + xs[b, n])*grad_var[n]/B + grad_mean[n]/B
+        grad_shift[n] = -Sum(grad_xs[b, n], (b, 0, B - 1))
+        input_grad[b, n] = KroneckerDelta(0, b)*grad_shift[n] + grad_xs[b, n]
 
     evaluate:
         input_grad[b, n] = output_grad[b, n]/sqrt(EPS + moving_variance[n])
@@ -93,19 +97,22 @@ class BatchNormalization(Module):
         alpha = self.alpha
         moving_mean = self.moving_mean
         moving_variance = self.moving_variance
-        c0 = np.einsum('bn->n', x)
+        shift = x[0]
+        xs = -shift[None, :] + x
+        c0 = np.einsum('bn->n', xs)
         mean = c0/B
-        v2 = -mean[None, :] + x
+        v2 = -mean[None, :] + xs
         v1 = v2**2
         c3 = np.einsum('bn->n', v1)
         var = c3/B
         v4 = EPS + var
         v5 = 1/np.sqrt(v4)
         y = v2*v5[None, :]
-        updated6 = alpha*moving_mean + mean*(1 - alpha)
-        updated7 = alpha*moving_variance + var*(1 - alpha)
+        v7 = mean + shift
+        updated6 = alpha*moving_mean + v7*(1 - alpha)
+        updated8 = alpha*moving_variance + var*(1 - alpha)
         self.moving_mean = updated6
-        self.moving_variance = updated7
+        self.moving_variance = updated8
         return y.astype(dtype, copy=False)
 
     def _forward_evaluate(self, x):
@@ -123,9 +130,11 @@ class BatchNormalization(Module):
         dtype = x.dtype
         B = x.shape[0]
         EPS = self.EPS
-        c0 = np.einsum('bn->n', x)
+        shift = x[0]
+        xs = -shift[None, :] + x
+        c0 = np.einsum('bn->n', xs)
         mean = c0/B
-        v2 = -mean[None, :] + x
+        v2 = -mean[None, :] + xs
         v1 = v2**2
         c3 = np.einsum('bn->n', v1)
         var = c3/B
@@ -137,7 +146,12 @@ class BatchNormalization(Module):
         v8 = 1/np.sqrt(v5)
         grad_mean = -c7*v8
         v9 = 2*grad_var/B
-        input_grad = output_grad*v8[None, :] + v2*v9[None, :] + grad_mean[None, :]/B
+        grad_xs = output_grad*v8[None, :] + v2*v9[None, :] + grad_mean[None, :]/B
+        c10 = np.einsum('bn->n', grad_xs)
+        grad_shift = -c10
+        input_grad = grad_xs.copy()
+        t11 = grad_shift
+        input_grad[0, :] += t11[:]
         return (input_grad.astype(dtype, copy=False),)
 
     def _backward_evaluate(self, x, output_grad):

@@ -69,6 +69,18 @@ class Conv2d(Module):
 
     def _compute_input_grad(self, input, output_grad):
         x, _ = expect_array("Conv2d", "input", input, ('batch', self.in_channels, 'H', 'W'))
+        Ho = (x.shape[2]) if self.padding == 'same' else ((x.shape[2]) + 2 * ((self.dilation) * ((self.kernel_size) - 1) // 2 if self.padding == 'same' else self.padding) - (self.dilation) * ((self.kernel_size) - 1) - 1) // (self.stride) + 1
+        if Ho < 1:
+            raise ValueError(
+                f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
+                f"{x.shape}, which gives Ho = {Ho}"
+            )
+        Wo = (x.shape[3]) if self.padding == 'same' else ((x.shape[3]) + 2 * ((self.dilation) * ((self.kernel_size) - 1) // 2 if self.padding == 'same' else self.padding) - (self.dilation) * ((self.kernel_size) - 1) - 1) // (self.stride) + 1
+        if Wo < 1:
+            raise ValueError(
+                f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
+                f"{x.shape}, which gives Wo = {Wo}"
+            )
         output_grad, _ = expect_array("Conv2d", "output_grad", output_grad, (x.shape[0], self.out_channels, (x.shape[2]) if self.padding == 'same' else ((x.shape[2]) + 2 * ((self.dilation) * ((self.kernel_size) - 1) // 2 if self.padding == 'same' else self.padding) - (self.dilation) * ((self.kernel_size) - 1) - 1) // (self.stride) + 1, (x.shape[3]) if self.padding == 'same' else ((x.shape[3]) + 2 * ((self.dilation) * ((self.kernel_size) - 1) // 2 if self.padding == 'same' else self.padding) - (self.dilation) * ((self.kernel_size) - 1) - 1) // (self.stride) + 1))
         grads = self._backward_train(x, output_grad)
         self._pending_parameters_grad = grads[1:]
@@ -106,14 +118,14 @@ class Conv2d(Module):
         Ho = H if self.padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1
         if Ho < 1:
             raise ValueError(
-                f"Conv2d expects an input for which Ho = H if padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1 is at least 1; "
-                f"got input of shape {x.shape}, which gives Ho = {Ho}"
+                f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
+                f"{x.shape}, which gives Ho = {Ho}"
             )
         Wo = W if self.padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1
         if Wo < 1:
             raise ValueError(
-                f"Conv2d expects an input for which Wo = W if padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1 is at least 1; "
-                f"got input of shape {x.shape}, which gives Wo = {Wo}"
+                f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
+                f"{x.shape}, which gives Wo = {Wo}"
             )
         W_ = self.W
         bias = self.b if self.b is not None else np.zeros((O,), dtype=dtype)
@@ -140,14 +152,14 @@ class Conv2d(Module):
         Ho = H if self.padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1
         if Ho < 1:
             raise ValueError(
-                f"Conv2d expects an input for which Ho = H if padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1 is at least 1; "
-                f"got input of shape {x.shape}, which gives Ho = {Ho}"
+                f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
+                f"{x.shape}, which gives Ho = {Ho}"
             )
         Wo = W if self.padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1
         if Wo < 1:
             raise ValueError(
-                f"Conv2d expects an input for which Wo = W if padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1 is at least 1; "
-                f"got input of shape {x.shape}, which gives Wo = {Wo}"
+                f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
+                f"{x.shape}, which gives Wo = {Wo}"
             )
         W_ = self.W
         # path cost at example sizes: 6.04e+08 operations
@@ -181,14 +193,14 @@ class Conv2d(Module):
         Ho = H if self.padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1
         if Ho < 1:
             raise ValueError(
-                f"Conv2d expects an input for which Ho = H if padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1 is at least 1; "
-                f"got input of shape {x.shape}, which gives Ho = {Ho}"
+                f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
+                f"{x.shape}, which gives Ho = {Ho}"
             )
         Wo = W if self.padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1
         if Wo < 1:
             raise ValueError(
-                f"Conv2d expects an input for which Wo = W if padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1 is at least 1; "
-                f"got input of shape {x.shape}, which gives Wo = {Wo}"
+                f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
+                f"{x.shape}, which gives Wo = {Wo}"
             )
         W_ = self.W
         padded0 = np.pad(output_grad, ((0, 0), (0, 0), (max(0, D*K - D - P), max(0, H - Ho + P)), (max(0, D*K - D - P), max(0, P + W - Wo)),))

@@ -86,7 +86,7 @@ class Dropout(Module):
         p = self.p
         mask = self.mask
         if mask is None:
-            raise RuntimeError(
+            raise ValueError(
                 "Dropout.backward in training mode needs the mask "
                 "of a forward pass; call forward first"
             )

@@ -5,15 +5,15 @@
 Forward definitions, by mode (reads outside a tensor's range are zero):
 
     train:
-        y[b, n] = Piecewise((x[b, n], x[b, n] > 0), (alpha*(exp(x[b, n]) - 1), True))
+        y[b, n] = Piecewise((alpha*(exp(x[b, n]) - 1), x[b, n] <= 0), (x[b, n], True))
 
     evaluate:
-        y[b, n] = Piecewise((x[b, n], x[b, n] > 0), (alpha*(exp(x[b, n]) - 1), True))
+        y[b, n] = Piecewise((alpha*(exp(x[b, n]) - 1), x[b, n] <= 0), (x[b, n], True))
 
 Derived backward passes (vector-Jacobian products):
 
     train:
-        input_grad[b, n] = Piecewise((output_grad[b, n], x[b, n] > 0), (alpha*exp(x[b, n])*output_grad[b, n], True))
+        input_grad[b, n] = Piecewise((alpha*exp(x[b, n])*output_grad[b, n], x[b, n] <= 0), (output_grad[b, n], True))
 
 Einsum letters: b -> b, n -> n.
 """
@@ -21,7 +21,7 @@ Einsum letters: b -> b, n -> n.
 import numpy as np
 
 from layers.module import Module
-from layers.validation import expect_array
+from layers.validation import expect_array, expect_real
 
 
 class ELU(Module):
@@ -29,7 +29,7 @@ class ELU(Module):
 
     def __init__(self, alpha=1.0):
         super().__init__()
-        self.alpha = alpha
+        self.alpha = expect_real("ELU", "alpha", alpha)
 
     def _compute_output(self, input):
         array, _ = expect_array("ELU", "input", input, ("batch", "..."))
@@ -53,14 +53,13 @@ class ELU(Module):
     def _forward_train(self, x):
         dtype = x.dtype
         alpha = self.alpha
-        v0 = np.exp(x)
-        v1 = v0 - 1
-        y = np.where(np.greater(x, 0), x, alpha*v1)
+        with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
+            y = np.where(np.less_equal(x, 0), alpha*(np.exp(x) - 1), x)
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
         dtype = x.dtype
         alpha = self.alpha
-        v0 = np.exp(x)
-        input_grad = np.where(np.greater(x, 0), output_grad, alpha*output_grad*v0)
+        with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
+            input_grad = np.where(np.less_equal(x, 0), alpha*output_grad*np.exp(x), output_grad)
         return (input_grad.astype(dtype, copy=False),)

@@ -5,15 +5,15 @@
 Forward definitions, by mode (reads outside a tensor's range are zero):
 
     train:
-        y[b, n] = Piecewise((x[b, n], x[b, n] > 0), (slope*x[b, n], True))
+        y[b, n] = Piecewise((slope*x[b, n], x[b, n] <= 0), (x[b, n], True))
 
     evaluate:
-        y[b, n] = Piecewise((x[b, n], x[b, n] > 0), (slope*x[b, n], True))
+        y[b, n] = Piecewise((slope*x[b, n], x[b, n] <= 0), (x[b, n], True))
 
 Derived backward passes (vector-Jacobian products):
 
     train:
-        input_grad[b, n] = Piecewise((output_grad[b, n], x[b, n] > 0), (slope*output_grad[b, n], True))
+        input_grad[b, n] = Piecewise((slope*output_grad[b, n], x[b, n] <= 0), (output_grad[b, n], True))
 
 Einsum letters: b -> b, n -> n.
 """
@@ -21,7 +21,7 @@ Einsum letters: b -> b, n -> n.
 import numpy as np
 
 from layers.module import Module
-from layers.validation import expect_array
+from layers.validation import expect_array, expect_real
 
 
 class LeakyReLU(Module):
@@ -29,7 +29,7 @@ class LeakyReLU(Module):
 
     def __init__(self, slope=0.03):
         super().__init__()
-        self.slope = slope
+        self.slope = expect_real("LeakyReLU", "slope", slope)
 
     def _compute_output(self, input):
         array, _ = expect_array("LeakyReLU", "input", input, ("batch", "..."))
@@ -53,11 +53,13 @@ class LeakyReLU(Module):
     def _forward_train(self, x):
         dtype = x.dtype
         slope = self.slope
-        y = np.where(np.greater(x, 0), x, slope*x)
+        with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
+            y = np.where(np.less_equal(x, 0), slope*x, x)
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
         dtype = x.dtype
         slope = self.slope
-        input_grad = np.where(np.greater(x, 0), output_grad, output_grad*slope)
+        with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
+            input_grad = np.where(np.less_equal(x, 0), output_grad*slope, output_grad)
         return (input_grad.astype(dtype, copy=False),)

@@ -83,6 +83,7 @@ class LogSoftMax(Module):
         grad_z = output_grad + grad_total[:, None]*v2
         c5 = np.einsum('bn->b', grad_z)
         grad_shift = -c5
+        input_grad = grad_z.copy()
         t6 = grad_shift
         at7 = np.arange(B)
         at8 = shift_argmax_n
@@ -91,5 +92,5 @@ class LogSoftMax(Module):
         scattered9 = np.zeros((B, N + at8_low + at8_high), dtype=t6.dtype)
         np.add.at(scattered9, (at7, at8 + at8_low,), np.broadcast_to(t6, (B,)))
         scattered9 = scattered9[0:B, at8_low:at8_low + N]
-        input_grad = grad_z + scattered9
+        input_grad += scattered9
         return (input_grad.astype(dtype, copy=False),)

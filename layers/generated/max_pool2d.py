@@ -40,6 +40,18 @@ class MaxPool2d(Module):
 
     def _compute_input_grad(self, input, output_grad):
         x, _ = expect_array("MaxPool2d", "input", input, ('batch', 'C', 'H', 'W'))
+        Ho = ((x.shape[2]) - (self.kernel_size)) // (self.kernel_size if self.stride is None else self.stride) + 1
+        if Ho < 1:
+            raise ValueError(
+                f"MaxPool2d expects an input at least as large as the kernel; got input of shape "
+                f"{x.shape}, which gives Ho = {Ho}"
+            )
+        Wo = ((x.shape[3]) - (self.kernel_size)) // (self.kernel_size if self.stride is None else self.stride) + 1
+        if Wo < 1:
+            raise ValueError(
+                f"MaxPool2d expects an input at least as large as the kernel; got input of shape "
+                f"{x.shape}, which gives Wo = {Wo}"
+            )
         output_grad, _ = expect_array("MaxPool2d", "output_grad", output_grad, (x.shape[0], x.shape[1], ((x.shape[2]) - (self.kernel_size)) // (self.kernel_size if self.stride is None else self.stride) + 1, ((x.shape[3]) - (self.kernel_size)) // (self.kernel_size if self.stride is None else self.stride) + 1))
         grads = self._backward_train(x, output_grad)
         return grads[0]
@@ -58,14 +70,14 @@ class MaxPool2d(Module):
         Ho = (H - K) // S + 1
         if Ho < 1:
             raise ValueError(
-                f"MaxPool2d expects an input for which Ho = (H - K) // S + 1 is at least 1; "
-                f"got input of shape {x.shape}, which gives Ho = {Ho}"
+                f"MaxPool2d expects an input at least as large as the kernel; got input of shape "
+                f"{x.shape}, which gives Ho = {Ho}"
             )
         Wo = (W - K) // S + 1
         if Wo < 1:
             raise ValueError(
-                f"MaxPool2d expects an input for which Wo = (W - K) // S + 1 is at least 1; "
-                f"got input of shape {x.shape}, which gives Wo = {Wo}"
+                f"MaxPool2d expects an input at least as large as the kernel; got input of shape "
+                f"{x.shape}, which gives Wo = {Wo}"
             )
         padded0 = np.pad(x, ((0, 0), (0, 0), (0, max(0, -H + Ho*S + K - S)), (0, max(0, K + S*Wo - S - W)),))
         padded0 = sliding_window_view(padded0, K, axis=2)
@@ -87,14 +99,14 @@ class MaxPool2d(Module):
         Ho = (H - K) // S + 1
         if Ho < 1:
             raise ValueError(
-                f"MaxPool2d expects an input for which Ho = (H - K) // S + 1 is at least 1; "
-                f"got input of shape {x.shape}, which gives Ho = {Ho}"
+                f"MaxPool2d expects an input at least as large as the kernel; got input of shape "
+                f"{x.shape}, which gives Ho = {Ho}"
             )
         Wo = (W - K) // S + 1
         if Wo < 1:
             raise ValueError(
-                f"MaxPool2d expects an input for which Wo = (W - K) // S + 1 is at least 1; "
-                f"got input of shape {x.shape}, which gives Wo = {Wo}"
+                f"MaxPool2d expects an input at least as large as the kernel; got input of shape "
+                f"{x.shape}, which gives Wo = {Wo}"
             )
         padded0 = np.pad(x, ((0, 0), (0, 0), (0, max(0, -H + Ho*S + K - S)), (0, max(0, K + S*Wo - S - W)),))
         padded0 = sliding_window_view(padded0, K, axis=2)

@@ -5,15 +5,15 @@
 Forward definitions, by mode (reads outside a tensor's range are zero):
 
     train:
-        y[b, n] = Piecewise((x[b, n], x[b, n] > 0), (0, True))
+        y[b, n] = Piecewise((0, x[b, n] <= 0), (x[b, n], True))
 
     evaluate:
-        y[b, n] = Piecewise((x[b, n], x[b, n] > 0), (0, True))
+        y[b, n] = Piecewise((0, x[b, n] <= 0), (x[b, n], True))
 
 Derived backward passes (vector-Jacobian products):
 
     train:
-        input_grad[b, n] = Piecewise((output_grad[b, n], x[b, n] > 0), (0, True))
+        input_grad[b, n] = Piecewise((0, x[b, n] <= 0), (output_grad[b, n], True))
 
 Einsum letters: b -> b, n -> n.
 """
@@ -48,10 +48,12 @@ class ReLU(Module):
 
     def _forward_train(self, x):
         dtype = x.dtype
-        y = np.where(np.greater(x, 0), x, 0)
+        with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
+            y = np.where(np.less_equal(x, 0), 0, x)
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
         dtype = x.dtype
-        input_grad = np.where(np.greater(x, 0), output_grad, 0)
+        with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
+            input_grad = np.where(np.less_equal(x, 0), 0, output_grad)
         return (input_grad.astype(dtype, copy=False),)

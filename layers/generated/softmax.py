@@ -83,6 +83,7 @@ class SoftMax(Module):
         c5 = np.einsum('bn,bn->b', grad_e, e)
         grad_shift = -c5
         v6 = np.exp(v2)
+        input_grad = grad_e*v6
         t7 = grad_shift
         at8 = np.arange(B)
         at9 = shift_argmax_n
@@ -91,5 +92,5 @@ class SoftMax(Module):
         scattered10 = np.zeros((B, N + at9_low + at9_high), dtype=t7.dtype)
         np.add.at(scattered10, (at8, at9 + at9_low,), np.broadcast_to(t7, (B,)))
         scattered10 = scattered10[0:B, at9_low:at9_low + N]
-        input_grad = grad_e*v6 + scattered10
+        input_grad += scattered10
         return (input_grad.astype(dtype, copy=False),)

@@ -60,7 +60,8 @@ class SoftPlus(Module):
         v1 = np.exp(-v0)
         v2 = v1 + 1
         v3 = np.sign(x)
-        v4 = (np.where(np.less(x, 0), 0, np.where(np.equal(x, 0), 1/2, 1)))
+        with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
+            v4 = (np.where(np.less(x, 0), 0, np.where(np.equal(x, 0), 1/2, 1)))
         v5 = -v1*v3/v2 + v4
         input_grad = output_grad*v5
         return (input_grad.astype(dtype, copy=False),)

@@ -70,8 +70,7 @@ class BatchNormalization(Module):
             # follows the current one.
             return ((input - self.moving_mean) / std).astype(input.dtype, copy=False)
 
-        batch_mean = input.mean(axis=0)
-        centered = input - batch_mean
+        batch_mean, centered = _centre(input)
         batch_variance = np.mean(centered**2, axis=0)
         output = centered / np.sqrt(batch_variance + self.EPS)
 
@@ -92,7 +91,7 @@ class BatchNormalization(Module):
             return (output_grad / std).astype(input.dtype, copy=False)
 
         batch_size = input.shape[0]
-        centered = input - input.mean(axis=0)
+        _, centered = _centre(input)
         std = np.sqrt(np.mean(centered**2, axis=0) + self.EPS)
         output = centered / std
 
@@ -107,3 +106,15 @@ class BatchNormalization(Module):
 
     def _extra_repr(self):
         return f"alpha={self.alpha}"
+
+
+def _centre(input):
+    """The batch mean and the centred input, exact for a constant feature.
+
+    Subtracting the first sample first makes a constant feature exactly zero
+    (its mean would not be: 0.1 + 0.1 + 0.1 is not 0.3) and keeps float32
+    sums of large values from drifting.
+    """
+    shifted = input - input[0]
+    shifted_mean = shifted.mean(axis=0)
+    return shifted_mean + input[0], shifted - shifted_mean

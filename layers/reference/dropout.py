@@ -10,7 +10,6 @@ a 0/1 array shaped like ``x`` drawn in training mode (1 = kept) and
 In evaluation mode the layer is the identity, forward and backward.
 """
 
-import numpy as np
 
 from layers.module import Module
 from layers.random import draw_keep_mask, make_generator
@@ -20,12 +19,8 @@ _NAME = "Dropout"
 
 
 def _check_input(input):
-    # Dropout takes any shape; expect_array still checks dtype and empty axes.
-    array = np.asarray(input)
-    if array.ndim == 0:
-        raise ValueError(f"{_NAME} expects input with at least one axis; got a scalar")
-    axes = tuple(f"d{axis}" for axis in range(array.ndim))
-    array, _ = expect_array(_NAME, "input", array, axes)
+    # Dropout takes any shape with a batch axis; expect_array checks the rest.
+    array, _ = expect_array(_NAME, "input", input, ("batch", "..."))
     return array
 
 
@@ -71,7 +66,7 @@ class Dropout(Module):
         if not self.training:
             return output_grad.astype(input.dtype)
         if self.mask is None:
-            raise RuntimeError(
+            raise ValueError(
                 f"{_NAME}.backward in training mode needs the mask of a forward "
                 "pass; call forward first"
             )
