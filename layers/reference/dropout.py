@@ -10,7 +10,6 @@ a 0/1 array shaped like ``x`` drawn in training mode (1 = kept) and
 In evaluation mode the layer is the identity, forward and backward.
 """
 
-
 from layers.module import Module
 from layers.random import draw_keep_mask, make_generator
 from layers.validation import expect_array, expect_output_grad, expect_probability
