@@ -132,7 +132,11 @@ class _ModuleEmitter:
                     f"is not None else np.zeros({shape}, dtype=dtype)"
                 )
             elif tensor.role == "parameter":
-                lines.append(f"{code} = self.{tensor.attribute}")
+                # In the input's dtype: a float64 kernel would promote every
+                # float32 product (and its BLAS call) to float64.
+                lines.append(
+                    f"{code} = self.{tensor.attribute}.astype(dtype, copy=False)"
+                )
             elif tensor.role == "state":
                 lines.append(f"{code} = self.{tensor.attribute}")
             elif tensor.role == "random" and mode == "train":

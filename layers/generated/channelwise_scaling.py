@@ -74,14 +74,14 @@ class ChannelwiseScaling(Module):
 
     def _forward_train(self, x):
         dtype = x.dtype
-        gamma = self.gamma
-        beta = self.beta
+        gamma = self.gamma.astype(dtype, copy=False)
+        beta = self.beta.astype(dtype, copy=False)
         y = beta[None, :] + gamma[None, :]*x
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
         dtype = x.dtype
-        gamma = self.gamma
+        gamma = self.gamma.astype(dtype, copy=False)
         input_grad = gamma[None, :]*output_grad
         c0 = np.einsum('bn,bn->n', output_grad, x)
         grad_gamma = c0

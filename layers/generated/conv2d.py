@@ -127,7 +127,7 @@ class Conv2d(Module):
                 f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
                 f"{x.shape}, which gives Wo = {Wo}"
             )
-        W_ = self.W
+        W_ = self.W.astype(dtype, copy=False)
         bias = self.b if self.b is not None else np.zeros((O,), dtype=dtype)
         padded0 = np.pad(x, ((0, 0), (0, 0), (P, max(0, D*K - D - H + Ho*S - P - S + 1)), (P, max(0, D*K - D - P + S*Wo - S - W + 1)),))
         padded0 = sliding_window_view(padded0, D*K - D + 1, axis=2)
@@ -161,7 +161,7 @@ class Conv2d(Module):
                 f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
                 f"{x.shape}, which gives Wo = {Wo}"
             )
-        W_ = self.W
+        W_ = self.W.astype(dtype, copy=False)
         # path cost at example sizes: 6.04e+08 operations
         c1 = np.einsum('ockK,boij->bcijkK', W_, output_grad, optimize=['einsum_path', (0, 1)])
         t0 = c1
@@ -202,7 +202,7 @@ class Conv2d(Module):
                 f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
                 f"{x.shape}, which gives Wo = {Wo}"
             )
-        W_ = self.W
+        W_ = self.W.astype(dtype, copy=False)
         padded0 = np.pad(output_grad, ((0, 0), (0, 0), (max(0, D*K - D - P), max(0, H - Ho + P)), (max(0, D*K - D - P), max(0, P + W - Wo)),))
         padded0 = sliding_window_view(padded0, D*K - D + 1, axis=2)
         padded0 = sliding_window_view(padded0, D*K - D + 1, axis=3)

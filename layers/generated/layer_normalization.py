@@ -81,8 +81,8 @@ class LayerNormalization(Module):
         dtype = x.dtype
         N = x.shape[1]
         EPS = self.EPS
-        gamma = self.gamma
-        beta = self.beta
+        gamma = self.gamma.astype(dtype, copy=False)
+        beta = self.beta.astype(dtype, copy=False)
         c0 = np.einsum('bn->b', x)
         mean = c0/N
         v2 = -mean[:, None] + x
@@ -98,7 +98,7 @@ class LayerNormalization(Module):
         dtype = x.dtype
         N = x.shape[1]
         EPS = self.EPS
-        gamma = self.gamma
+        gamma = self.gamma.astype(dtype, copy=False)
         c0 = np.einsum('bn->b', x)
         mean = c0/N
         v2 = -mean[:, None] + x

@@ -75,8 +75,8 @@ class Linear(Module):
 
     def _forward_train(self, x):
         dtype = x.dtype
-        W = self.W
-        bias = self.b
+        W = self.W.astype(dtype, copy=False)
+        bias = self.b.astype(dtype, copy=False)
         # path cost at example sizes: 4.19e+06 operations
         c0 = np.einsum('oi,bi->bo', W, x, optimize=['einsum_path', (0, 1)])
         y = bias[None, :] + c0
@@ -84,7 +84,7 @@ class Linear(Module):
 
     def _backward_train(self, x, output_grad):
         dtype = x.dtype
-        W = self.W
+        W = self.W.astype(dtype, copy=False)
         # path cost at example sizes: 4.19e+06 operations
         c0 = np.einsum('oi,bo->bi', W, output_grad, optimize=['einsum_path', (0, 1)])
         input_grad = c0
