@@ -159,7 +159,7 @@ class Lowerer:
         shape = read.base.shape
         axes, pads, windows, selectors = [], [], [], []
         for axis, (position, size) in enumerate(zip(read.indices, shape, strict=True)):
-            plan = self._axis_plan(position, size, axis, len(windows), read)
+            plan = self._axis_plan(position, size, axis, read)
             pads.append(plan["pad"])
             selectors.append(plan["selector"])
             if plan["index"] is not None:
@@ -192,7 +192,7 @@ class Lowerer:
         self.cache[key] = operand
         return operand
 
-    def _axis_plan(self, position, size, axis, windows_before, read):
+    def _axis_plan(self, position, size, axis, read):
         context = f"{self.context}, read {read}"
         coefficients, offset = affine_parts(position, context)
         if (

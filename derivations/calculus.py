@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derivations.affine import InRange, affine_parts, index_atoms, provably_within
+from derivations.affine import InRange, affine_parts, provably_within
 
 
 class FreshIndices:
@@ -436,11 +436,3 @@ def simplify_terms(
 
 def terms_to_expr(terms: list[Term]):
     return sp.Add(*(term.to_expr() for term in terms))
-
-
-def free_indices(terms: list[Term]) -> list[sp.Idx]:
-    """Indices that stay free in a sum of terms."""
-    free = set()
-    for term in terms:
-        free |= term.factor.atoms(sp.Idx) - set(term.summed)
-    return index_atoms(sp.Tuple(*free))

@@ -21,7 +21,6 @@ from derivations.calculus import (
     Term,
     derivative,
     merge_terms,
-    normalize,
     simplify_terms,
     terms_to_expr,
 )
@@ -297,9 +296,3 @@ def derive_jacobian(model: Model, mode_name: str, wrt_name: str) -> Jacobian:
     expression = known[mode.output.name][1]
     intermediates = {name: value[1] for name, value in known.items()}
     return Jacobian(mode.output, wrt, wrt_indices, expression, intermediates)
-
-
-def normal_terms(expr, model: Model) -> list[Term]:
-    """The terms of a forward definition, for lowering to code."""
-    fresh = FreshIndices()
-    return [t for t in normalize(expr, fresh) if t.factor != 0]

@@ -102,12 +102,6 @@ class IndexNotationPrinter(LatexPrinter):
         return tex
 
 
-def index_list(indices) -> str:
-    """``b,n`` for a tuple of indices, as a subscript."""
-    printer = IndexNotationPrinter()
-    return ",".join(printer._print(index) for index in indices)
-
-
 def read(printer: IndexNotationPrinter, name: str, indices) -> str:
     """The LaTeX of the read ``name[indices]``; a bare name for a scalar."""
     if not indices:

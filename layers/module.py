@@ -12,8 +12,6 @@ Vocabulary used across the runtime:
   over ``backward`` calls until ``zero_grad()``.
 """
 
-import numpy as np
-
 
 class Module:
     """Base class: forward, backward, parameters and the train / evaluate mode.
@@ -105,13 +103,3 @@ class Criterion:
 
     def __repr__(self):
         return f"{type(self).__name__}()"
-
-
-def as_float_array(name, layer, value):
-    """Returns ``value`` as a floating-point ndarray or raises a clear TypeError."""
-    array = np.asarray(value)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(
-            f"{layer} expects {name} as a floating-point array; got dtype {array.dtype}"
-        )
-    return array
