@@ -260,9 +260,9 @@ class _ModuleEmitter:
 
     # Passes.
 
-    def forward_function(self, mode: str) -> list[str]:
+    def forward_function(self, mode: str, model=None, label="") -> list[str]:
         names, scalars, arrays = self._scope()
-        model = self.model
+        model = model or self.model
         definitions = model.modes[mode].definitions
         context = f"forward pass of model {model.name} ({mode})"
         lowerer = Lowerer(
@@ -282,7 +282,9 @@ class _ModuleEmitter:
         )
         body = lowerer.lines + updates + [f"return {output}.astype(dtype, copy=False)"]
         body = _used(lines, body) + body
-        self.functions[f"forward {mode}"] = lowerer.lines
+        self.functions[f"forward {mode} ({label})" if label else f"forward {mode}"] = (
+            lowerer.lines
+        )
         return body
 
     def backward_function(self, mode: str, model=None, label="") -> list[str]:
@@ -673,23 +675,37 @@ class _ModuleEmitter:
         targets = "".join(f", {t.name}" for t in self._targets())
         for group in groups:
             mode = group[0]
-            lines += ["", f"    def _forward_{mode}(self, {self.input_code}{targets}):"]
-            lines += _indent(self.forward_function(mode), 2)
+            arguments = f"{self.input_code}{targets}"
+            lines += ["", f"    def _forward_{mode}(self, {arguments}):"]
+            lines += _indent(
+                self._dispatch_special("forward", mode, arguments)
+                + self.forward_function(mode),
+                2,
+            )
+            for _, substitution, label in model.specializations:
+                special = model.specialized(substitution)
+                lines += ["", f"    def _forward_{mode}_{label}(self, {arguments}):"]
+                lines += _indent(self.forward_function(mode, special, label), 2)
         arguments = f"{self.input_code}{targets}, output_grad"
         for group in groups:
             mode = group[0]
             lines += ["", f"    def _backward_{mode}(self, {arguments}):"]
-            dispatch = []
-            for condition, _, label in model.specializations:
-                dispatch += [
-                    f"if {self._argument_code(condition)}:",
-                    f"    return self._backward_{mode}_{label}({arguments})",
-                ]
+            dispatch = self._dispatch_special("backward", mode, arguments)
             lines += _indent(dispatch + self.backward_function(mode), 2)
             for _, substitution, label in model.specializations:
                 special = model.specialized(substitution)
                 lines += ["", f"    def _backward_{mode}_{label}(self, {arguments}):"]
                 lines += _indent(self.backward_function(mode, special, label), 2)
+        return lines
+
+    def _dispatch_special(self, kind: str, mode: str, arguments: str) -> list[str]:
+        """Lines that hand a pass to its specialised version when one applies."""
+        lines = []
+        for condition, _, label in self.model.specializations:
+            lines += [
+                f"if {self._argument_code(condition)}:",
+                f"    return self._{kind}_{mode}_{label}({arguments})",
+            ]
         return lines
 
 

@@ -18,6 +18,7 @@ from sympy.codegen.cfunctions import log1p
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pycode import PythonCodePrinter
 
+from codegen.lower_windows import emit_correlation, plan_correlation
 from codegen.names import Letters, Names
 from derivations.affine import InRange, affine_parts, value_range
 from derivations.calculus import FreshIndices, Term, normalize, split_factor
@@ -691,6 +692,12 @@ class Lowerer:
             used = term.factor.atoms(sp.Idx) & set(indices)
             return self.elementwise(term.factor, indices), used
         outside, inside = split_factor(term.factor, term.summed)
+        kept = [i for i in indices if i in inside.atoms(sp.Idx)]
+        plan = plan_correlation(
+            sp.Mul.make_args(inside), kept, self._example, self.context
+        )
+        if plan is not None:
+            return self._product(self._correlation(plan, kept), kept, outside, indices)
         operands = []
         for arg in sp.Mul.make_args(inside):
             if isinstance(arg, sp.Indexed):
@@ -701,7 +708,16 @@ class Lowerer:
                 self.read(named) if isinstance(named, sp.Indexed) else named
             )
         kept = [i for i in indices if any(i in op.indices for op in operands)]
-        result = self._einsum(operands, kept)
+        return self._product(self._einsum(operands, kept), kept, outside, indices)
+
+    def _correlation(self, plan, kept) -> str:
+        key = ("correlation", sp.srepr(plan.plain), sp.srepr(plan.shifted), tuple(kept))
+        if key not in self.cache:
+            self.cache[key] = emit_correlation(self, plan, kept)
+        return self.cache[key]
+
+    def _product(self, result, kept, outside, indices):
+        """The term ``outside * result`` over ``indices``, and the indices it covers."""
         base = sp.IndexedBase(result, shape=tuple(i.upper + 1 for i in kept))
         self.arrays[result] = result
         product = outside * (base[tuple(kept)] if kept else sp.Symbol(result))

@@ -107,6 +107,8 @@ class Conv2d(Module):
         return f"in_channels={self.in_channels!r}, out_channels={self.out_channels!r}, kernel_size={self.kernel_size!r}, stride={self.stride!r}, padding={self.padding!r}, dilation={self.dilation!r}, bias={self.bias!r}"
 
     def _forward_train(self, x):
+        if self.stride == 1:
+            return self._forward_train_stride1(x)
         dtype = x.dtype
         O = self.out_channels
         H = x.shape[2]
@@ -135,6 +137,51 @@ class Conv2d(Module):
         # path cost at example sizes: 6.04e+08 operations
         c1 = np.einsum('ockK,bcijkK->boij', W_, padded0[:, :, 0:Ho*S - S + 1:S, 0:S*Wo - S + 1:S, ::D, ::D], optimize=['einsum_path', (0, 1)])
         y = bias[None, :, None, None] + c1
+        return y.astype(dtype, copy=False)
+
+    def _forward_train_stride1(self, x):
+        dtype = x.dtype
+        B = x.shape[0]
+        C = x.shape[1]
+        O = self.out_channels
+        H = x.shape[2]
+        W = x.shape[3]
+        K = self.kernel_size
+        S = self.stride
+        D = self.dilation
+        P = D * (K - 1) // 2 if self.padding == 'same' else self.padding
+        Ho = H if self.padding == 'same' else (H + 2 * P - D * (K - 1) - 1) // S + 1
+        if Ho < 1:
+            raise ValueError(
+                f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
+                f"{x.shape}, which gives Ho = {Ho}"
+            )
+        Wo = W if self.padding == 'same' else (W + 2 * P - D * (K - 1) - 1) // S + 1
+        if Wo < 1:
+            raise ValueError(
+                f"Conv2d expects an input at least as large as the (dilated) kernel with its padding; got input of shape "
+                f"{x.shape}, which gives Wo = {Wo}"
+            )
+        W_ = self.W.astype(dtype, copy=False)
+        bias = self.b if self.b is not None else np.zeros((O,), dtype=dtype)
+        extent0 = H + P + max(0, D*K - D - H + Ho - P)
+        extent1 = P + W + max(0, D*K - D - P - W + Wo)
+        positions2 = B*Ho*extent1
+        flat3 = max(B*extent0*extent1, B*extent1*(D*K - D) + B*(D*K - D) + positions2)
+        dt4 = np.result_type(W_, x)
+        flat5 = np.zeros((C, flat3), dtype=dt4)
+        flat5[:, :B*extent0*extent1].reshape((C, extent0, extent1, B))[:, P:H + P, P:P + W, :] = x.transpose(1, 2, 3, 0)
+        kernels7 = np.ascontiguousarray(W_.transpose(2, 3, 0, 1), dtype=dt4).reshape((K, K, O, C))
+        width9 = B*extent1*(D*K - D) + B*(D*K - D) + positions2
+        products8 = np.matmul(kernels7.reshape((K**2*O, C)), flat5[:, :width9]).reshape((K, K, O, width9))
+        c10 = np.zeros((O, positions2), dtype=dt4)
+        # One shifted add per kernel offset.
+        for kh in range(K):
+            for kw in range(K):
+                start6 = B*D*extent1*kh + B*D*kw
+                c10 += products8[kh, kw, :, start6:start6 + positions2]
+        c11 = np.ascontiguousarray(c10.reshape((O, Ho, extent1, B))[:, :, :Wo, :].transpose(3, 0, 1, 2))
+        y = bias[None, :, None, None] + c11
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
@@ -184,6 +231,9 @@ class Conv2d(Module):
 
     def _backward_train_stride1(self, x, output_grad):
         dtype = x.dtype
+        B = x.shape[0]
+        C = x.shape[1]
+        O = self.out_channels
         H = x.shape[2]
         W = x.shape[3]
         K = self.kernel_size
@@ -203,18 +253,43 @@ class Conv2d(Module):
                 f"{x.shape}, which gives Wo = {Wo}"
             )
         W_ = self.W.astype(dtype, copy=False)
-        padded0 = np.pad(output_grad, ((0, 0), (0, 0), (max(0, D*K - D - P), max(0, H - Ho + P)), (max(0, D*K - D - P), max(0, P + W - Wo)),))
-        padded0 = sliding_window_view(padded0, D*K - D + 1, axis=2)
-        padded0 = sliding_window_view(padded0, D*K - D + 1, axis=3)
-        # path cost at example sizes: 6.04e+08 operations
-        c1 = np.einsum('ockK,bohwkK->bchw', W_, padded0[:, :, -D*K + D + P + max(0, D*K - D - P):-D*K + D + H + P + max(0, D*K - D - P), -D*K + D + P + max(0, D*K - D - P):-D*K + D + P + W + max(0, D*K - D - P), ::-D, ::-D], optimize=['einsum_path', (0, 1)])
-        input_grad = c1
-        padded2 = np.pad(x, ((0, 0), (0, 0), (P, max(0, D*K - D - H + Ho - P)), (P, max(0, D*K - D - P - W + Wo)),))
-        padded2 = sliding_window_view(padded2, D*K - D + 1, axis=2)
-        padded2 = sliding_window_view(padded2, D*K - D + 1, axis=3)
-        # path cost at example sizes: 6.04e+08 operations
-        c3 = np.einsum('boij,bcijkK->ockK', output_grad, padded2[:, :, 0:Ho, 0:Wo, ::D, ::D], optimize=['einsum_path', (0, 1)])
-        grad_W = c3
-        c4 = np.einsum('boij->o', output_grad)
-        grad_bias = c4
+        low0 = max(0, D*K - D - P)
+        extent1 = Ho + max(0, H - Ho + P) + max(0, D*K - D - P)
+        low2 = max(0, D*K - D - P)
+        extent3 = Wo + max(0, P + W - Wo) + max(0, D*K - D - P)
+        positions4 = B*H*extent3
+        flat5 = max(B*extent1*extent3, B*extent3*(P + low0) + B*(P + low2) + positions4)
+        dt6 = np.result_type(W_, output_grad)
+        flat7 = np.zeros((O, flat5), dtype=dt6)
+        flat7[:, :B*extent1*extent3].reshape((O, extent1, extent3, B))[:, low0:Ho + low0, low2:Wo + low2, :] = output_grad.transpose(1, 2, 3, 0)
+        kernels9 = np.ascontiguousarray(W_.transpose(2, 3, 1, 0), dtype=dt6).reshape((K, K, C, O))
+        width11 = B*extent3*(P + low0) + B*(P + low2) + positions4
+        products10 = np.matmul(kernels9.reshape((C*K**2, O)), flat7[:, :width11]).reshape((K, K, C, width11))
+        c12 = np.zeros((C, positions4), dtype=dt6)
+        # One shifted add per kernel offset.
+        for kh in range(K):
+            for kw in range(K):
+                start8 = B*extent3*(-D*kh + P + low0) + B*(-D*kw + P + low2)
+                c12 += products10[kh, kw, :, start8:start8 + positions4]
+        c13 = np.ascontiguousarray(c12.reshape((C, H, extent3, B))[:, :, :W, :].transpose(3, 0, 1, 2))
+        input_grad = c13
+        extent14 = H + P + max(0, D*K - D - H + Ho - P)
+        extent15 = P + W + max(0, D*K - D - P - W + Wo)
+        positions16 = B*Ho*extent15
+        flat17 = max(B*extent14*extent15, B*extent15*(D*K - D) + B*(D*K - D) + positions16)
+        dt18 = np.result_type(output_grad, x)
+        flat19 = np.zeros((C, flat17), dtype=dt18)
+        flat19[:, :B*extent14*extent15].reshape((C, extent14, extent15, B))[:, P:H + P, P:P + W, :] = x.transpose(1, 2, 3, 0)
+        rows21 = np.zeros((O, positions16), dtype=dt18)
+        rows21.reshape((O, Ho, extent15, B))[:, :, :Wo, :] = output_grad.transpose(1, 2, 3, 0)
+        c22 = np.empty((K, K, O, C), dtype=dt18)
+        # One matrix product per kernel offset, on a slice of the flat plane.
+        for kh in range(K):
+            for kw in range(K):
+                start20 = B*D*extent15*kh + B*D*kw
+                np.matmul(rows21, flat19[:, start20:start20 + positions16].T, out=c22[kh, kw])
+        c23 = np.ascontiguousarray(c22.reshape((K, K, O, C)).transpose(2, 3, 0, 1))
+        grad_W = c23
+        c24 = np.einsum('boij->o', output_grad)
+        grad_bias = c24
         return (input_grad.astype(dtype, copy=False), grad_W, grad_bias,)

@@ -1,0 +1,114 @@
+"""Correlations lowered to one matrix product per kernel offset.
+
+A small 1-D convolution model, with literal padding and dilation, exercises
+both forms of ``codegen.lower_windows``: its forward pass and input gradient
+(positions kept, offsets summed, the input gradient reading the flipped kernel)
+and its weight gradient (positions summed, offsets kept). Each configuration is
+checked against a direct NumPy loop and against central differences, and the
+generated code must really take the matrix-product path.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from codegen.emit_module import emit_module
+from codegen.load import layer_class
+from derivations import Model
+from derivations.models import build
+from layers.gradcheck import check_gradients
+
+# (kernel_size, padding, dilation): windows that run past both ends, or neither.
+CONFIGS = [
+    (k, p, d)
+    for k, p, d in itertools.product((1, 2, 3), (0, 1, 3), (1, 2))
+    if 7 + 2 * p - d * (k - 1) >= 1
+]
+
+
+def correlation_model(padding, dilation) -> Model:
+    """``y[b, o, i] = sum_{c, k} w[o, c, k] * x[b, c, i + dilation*k - padding]``."""
+    model = Model("Correlation1d", "A 1-D correlation.", source="tests")
+    B = model.size("B", example=4)
+    C = model.size("C", example=3, bound_to="in_channels")
+    O = model.size("O", example=5, bound_to="out_channels")  # noqa: E741
+    N = model.size("N", example=16)
+    K = model.size("K", example=3, bound_to="kernel_size")
+    No = model.size(
+        "No",
+        needs="an input at least as long as the dilated kernel",
+        example=16,
+        bound_to=f"N + {2 * padding} - {dilation} * (K - 1)",
+    )
+    for name in ("in_channels", "out_channels", "kernel_size"):
+        model.argument(name)
+    b, c, o = model.index("b", B), model.index("c", C), model.index("o", O)
+    n, i, k = model.index("n", N), model.index("i", No), model.index("k", K)
+    x = model.input("x", (b, c, n), layout=("batch", "in_channels", "N"))
+    w = model.parameter("w", (o, c, k), "w", "grad_w")
+    read = x[b, c, i + dilation * k - padding]
+    with model.mode("train"):
+        model.define(
+            "y", (b, o, i), sp.Sum(w[o, c, k] * read, (c, 0, C - 1), (k, 0, K - 1))
+        )
+    return model
+
+
+def direct(x, w, padding, dilation):
+    """The correlation by a loop over offsets, zero padding by np.pad."""
+    kernel = w.shape[2]
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding)))
+    length = x.shape[2] + 2 * padding - dilation * (kernel - 1)
+    y = np.zeros((x.shape[0], w.shape[0], length))
+    for k in range(kernel):
+        window = padded[:, :, dilation * k : dilation * k + length]
+        y += np.einsum("oc,bci->boi", w[:, :, k], window)
+    return y
+
+
+@pytest.mark.parametrize("kernel_size, padding, dilation", CONFIGS)
+def test_correlation_matches_a_loop_and_finite_differences(
+    kernel_size, padding, dilation
+):
+    layer = layer_class(correlation_model(padding, dilation))(3, 2, kernel_size)
+    rng = np.random.default_rng(kernel_size * 100 + padding * 10 + dilation)
+    layer.w[...] = rng.normal(size=layer.w.shape)
+    x = rng.normal(size=(2, 3, 7))
+    expected = direct(x, layer.w, padding, dilation)
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
+    report = check_gradients(layer, x, rng=rng)
+    assert report.passed, str(report)
+
+
+def test_correlation_takes_the_matrix_product_path():
+    text = emit_module(correlation_model(1, 2), "correlation1d").text
+    assert "sliding_window_view(" not in text
+    # Forward, input gradient: one product and K shifted adds; weight gradient:
+    # one product per offset.
+    assert text.count("np.matmul(") == 3
+
+
+def test_conv2d_stride1_passes_take_it_and_strided_ones_keep_einsum():
+    text = emit_module(build("conv2d"), "conv2d").text
+    stride1 = text[text.index("def _forward_train_stride1") :]
+    stride1 = stride1[: stride1.index("def _backward_train(")]
+    stride1 += text[text.index("def _backward_train_stride1") :]
+    assert "np.matmul(" in stride1 and "sliding_window_view(" not in stride1
+    strided = text[text.index("def _backward_train(") :]
+    strided = strided[: strided.index("def _backward_train_stride1")]
+    assert "sliding_window_view(" in strided
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_keeps_the_dtype_and_returns_contiguous_arrays(dtype):
+    from layers.generated import Conv2d
+
+    conv = Conv2d(3, 4, 3, rng=0)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 3, 6, 5)).astype(dtype)
+    y = conv.forward(x)
+    input_grad = conv.backward(x, rng.normal(size=y.shape).astype(dtype))
+    assert y.dtype == dtype and input_grad.dtype == dtype
+    assert y.flags.c_contiguous and input_grad.flags.c_contiguous
