@@ -14,11 +14,18 @@ past the end of a row are either computed and dropped or meet zeros.
 
 Two forms apply, by which indices the term keeps:
 
-- positions summed, window indices kept (a weight gradient): one matrix product
-  per offset, ``out[k, a, r] = sum_q A[a, q] X[r, q + offset(k)]``;
+- positions summed, window indices kept (a weight gradient):
+  ``out[k, a, r] = sum_q A[a, q] X[r, q + offset(k)]``. The offsets of the
+  innermost window are stacked as rows of one copy of the plane, and each
+  remaining offset is one matrix product.
 - positions kept, window indices summed (a forward pass, an input gradient):
-  ``out[a, q] = sum_k (A[k] X)[a, q + offset(k)]``, one matrix product for all
-  offsets at once and one shifted add per offset.
+  ``out[a, q] = sum_k sum_c A[k, a, c] X[c, q + offset(k)]``. When the result
+  has fewer rows than the plane (``a`` smaller than ``c`` at the model's example
+  sizes, as in an input gradient), one product computes every offset's
+  ``A[k] X`` and one shifted add per offset sums them; otherwise every offset's
+  slice of the plane is stacked (im2col from contiguous slices) and one product
+  does the whole sum. The choice is made here, at generation time, as einsum's
+  contraction paths are.
 
 Any other shape of term returns None and goes through einsum.
 """
@@ -166,186 +173,8 @@ def _product(values):
     return sp.Mul(*values) if values else sp.S.One
 
 
-def emit_correlation(lowerer, plan: _Plan, kept) -> str:
-    """Emits the statements of ``plan``; returns the array, axes in ``kept``."""
-    scalar, emit, names = lowerer.scalar, lowerer.emit, lowerer.names
-    for read in (plan.plain, plan.shifted):
-        if str(read.base.label) not in lowerer.arrays:
-            raise NotImplementedError(
-                f"{lowerer.context}: {read.base.label} is not available here"
-            )
-    plain_code = lowerer.arrays[str(plan.plain.base.label)]
-    shifted_code = lowerer.arrays[str(plan.shifted.base.label)]
-
-    def size(index):
-        return index.upper + 1
-
-    def shape(values):
-        codes = [scalar(v) for v in values]
-        return "(" + ", ".join(codes) + ("," if len(codes) == 1 else "") + ")"
-
-    def define(hint, expr):
-        name = names.temporary(hint)
-        emit(f"{name} = {scalar(expr)}")
-        symbol = sp.Symbol(name)
-        lowerer.scalars[symbol] = name
-        return symbol
-
-    # The padded plane's extents and pads are named once, for readable offsets.
-    axes = []
-    for axis in plan.axes:
-        low = axis.pad_low if axis.pad_low.is_Atom else define("low", axis.pad_low)
-        extent = define("extent", axis.extent)
-        axes.append((axis, low, extent))
-    merged = _product([size(i) for i in plan.merged])
-    extents = [extent for _, _, extent in axes]
-    strides = [_product(extents[n + 1 :]) * merged for n in range(len(axes))]
-    # q runs over the first axis's positions and every padded row after it.
-    count = define("positions", size(axes[0][0].position) * strides[0])
-    plane = _product(extents) * merged
-
-    def start_of(axis, low, window_value):
-        step = axis.step * window_value if axis.window is not None else 0
-        return sp.expand(axis.offset + low + step)
-
-    largest = sp.S.Zero
-    for (axis, low, _), stride in zip(axes, strides, strict=True):
-        top = axis.window is not None and axis.step.is_positive
-        largest += start_of(axis, low, axis.window.upper if top else 0) * stride
-    length = define("flat", sp.Max(plane, largest + count))
-
-    dtype = names.temporary("dt")
-    emit(f"{dtype} = np.result_type({plain_code}, {shifted_code})")
-
-    # The shifted tensor on its flat padded plane, axes (rest, rows..., merged).
-    x_axes = list(plan.shifted.indices)
-    x_order = []
-    for index in plan.rest:
-        x_order.append(next(n for n, p in enumerate(x_axes) if p == index))
-    for axis, _, _ in axes:
-        x_order.append(next(n for n, p in enumerate(x_axes) if p.has(axis.position)))
-    for index in plan.merged:
-        x_order.append(next(n for n, p in enumerate(x_axes) if p == index))
-    rest = _product([size(i) for i in plan.rest])
-    flat = names.temporary("flat")
-    emit(f"{flat} = np.zeros({shape([rest, length])}, dtype={dtype})")
-    inner = [size(i) for i in plan.rest] + extents + [size(i) for i in plan.merged]
-    window = (
-        [":"] * len(plan.rest)
-        + [f"{scalar(low)}:{scalar(low + a.size)}" for a, low, _ in axes]
-        + [":"] * len(plan.merged)
-    )
-    emit(
-        f"{flat}[:, :{scalar(plane)}].reshape({shape(inner)})"
-        f"[{', '.join(window)}] = {_transposed(shifted_code, x_order)}"
-    )
-
-    loops = {}
-    for index in plan.windows:
-        loops[index] = names.name(("loop", index), str(index.label))
-        lowerer.scalars[sp.Symbol(loops[index])] = loops[index]
-    start = sp.S.Zero
-    for (axis, low, _), stride in zip(axes, strides, strict=True):
-        value = sp.Symbol(loops[axis.window]) if axis.window is not None else 0
-        start += start_of(axis, low, value) * stride
-    begin = names.temporary("start")
-    slice_ = f"{flat}[:, {begin}:{begin} + {scalar(count)}]"
-    outer = _product([size(i) for i in plan.outer])
-
-    if plan.positions_summed:
-        # The plain operand on the same q, zero past each row's end.
-        matrix = names.temporary("rows")
-        emit(f"{matrix} = np.zeros({shape([outer, count])}, dtype={dtype})")
-        a_axes = list(plan.plain.indices)
-        order = [a_axes.index(i) for i in plan.outer]
-        order += [a_axes.index(a.position) for a, _, _ in axes]
-        order += [a_axes.index(i) for i in plan.merged]
-        inner = (
-            [size(i) for i in plan.outer]
-            + [size(axes[0][0].position)]
-            + extents[1:]
-            + [size(i) for i in plan.merged]
-        )
-        crop = (
-            [":"] * (len(plan.outer) + 1)
-            + [f":{scalar(size(a.position))}" for a, _, _ in axes[1:]]
-            + [":"] * len(plan.merged)
-        )
-        emit(
-            f"{matrix}.reshape({shape(inner)})[{', '.join(crop)}] = "
-            f"{_transposed(plain_code, order)}"
-        )
-        result = names.temporary("c")
-        emit(
-            f"{result} = np.empty("
-            f"{shape([size(i) for i in plan.windows] + [outer, rest])}, dtype={dtype})"
-        )
-        emit("# One matrix product per kernel offset, on a slice of the flat plane.")
-        depth = _loops(lowerer, plan.windows, loops)
-        picks = ", ".join(loops[i] for i in plan.windows)
-        emit(f"{depth}{begin} = {scalar(start)}")
-        emit(f"{depth}np.matmul({matrix}, {slice_}.T, out={result}[{picks}])")
-        produced = list(plan.windows) + list(plan.outer) + list(plan.rest)
-        split = (
-            [size(i) for i in plan.windows]
-            + [size(i) for i in plan.outer]
-            + [size(i) for i in plan.rest]
-        )
-        code = f"{result}.reshape({shape(split)})"
-    else:
-        # The plain operand as one (outer, rest) matrix per kernel offset.
-        weights = names.temporary("kernels")
-        a_axes = list(plan.plain.indices)
-        present = [i for i in plan.windows if i in a_axes]
-        order = [a_axes.index(i) for i in present]
-        order += [a_axes.index(i) for i in plan.outer]
-        order += [a_axes.index(i) for i in plan.rest]
-        split = [size(i) for i in present] + [outer, rest]
-        emit(
-            f"{weights} = np.ascontiguousarray("
-            f"{_transposed(plain_code, order)}, dtype={dtype}).reshape({shape(split)})"
-        )
-        # Every offset's product at once: one large BLAS call, then one
-        # shifted add per offset instead of one small product per offset.
-        products = names.temporary("products")
-        width = define("width", largest + count)
-        every = [size(i) for i in present]
-        stacked = shape([_product(every) * outer, rest])
-        emit(
-            f"{products} = np.matmul({weights}.reshape({stacked}), "
-            f"{flat}[:, :{scalar(width)}]).reshape({shape(every + [outer, width])})"
-        )
-        result = names.temporary("c")
-        emit(f"{result} = np.zeros({shape([outer, count])}, dtype={dtype})")
-        emit("# One shifted add per kernel offset.")
-        depth = _loops(lowerer, plan.windows, loops)
-        picks = "".join(f"{loops[i]}, " for i in present)
-        emit(f"{depth}{begin} = {scalar(start)}")
-        window = f"{begin}:{begin} + {scalar(count)}"
-        emit(f"{depth}{result} += {products}[{picks}:, {window}]")
-        produced = list(plan.outer) + [a.position for a, _, _ in axes]
-        produced += list(plan.merged)
-        split = (
-            [size(i) for i in plan.outer]
-            + [size(axes[0][0].position)]
-            + extents[1:]
-            + [size(i) for i in plan.merged]
-        )
-        crop = (
-            [":"] * (len(plan.outer) + 1)
-            + [f":{scalar(size(a.position))}" for a, _, _ in axes[1:]]
-            + [":"] * len(plan.merged)
-        )
-        code = f"{result}.reshape({shape(split)})[{', '.join(crop)}]"
-
-    order = [produced.index(i) for i in kept]
-    final = names.temporary("c")
-    transposed = _transposed(code, order)
-    if transposed == code and plan.positions_summed:
-        emit(f"{final} = {code}")
-    else:
-        emit(f"{final} = np.ascontiguousarray({transposed})")
-    return final
+def _size(index):
+    return index.upper + 1
 
 
 def _transposed(code, order) -> str:
@@ -354,11 +183,377 @@ def _transposed(code, order) -> str:
     return f"{code}.transpose({', '.join(str(n) for n in order)})"
 
 
-def _loops(lowerer, windows, loops) -> str:
-    depth = ""
-    for index in windows:
-        lowerer.emit(
-            f"{depth}for {loops[index]} in range({lowerer.scalar(index.upper + 1)}):"
+def emit_correlation(lowerer, plan: _Plan, kept) -> str:
+    """Emits the statements of ``plan``; returns the array, axes in ``kept``."""
+    for read in (plan.plain, plan.shifted):
+        if str(read.base.label) not in lowerer.arrays:
+            raise NotImplementedError(
+                f"{lowerer.context}: {read.base.label} is not available here"
+            )
+    emission = _Emission(lowerer, plan)
+    if plan.positions_summed:
+        code, produced = emission.weight_gradient()
+    else:
+        code, produced = emission.correlation()
+    order = [produced.index(i) for i in kept]
+    final = lowerer.names.temporary("c")
+    transposed = _transposed(code, order)
+    if transposed == code and plan.positions_summed:
+        lowerer.emit(f"{final} = {code}")
+    else:
+        lowerer.emit(f"{final} = np.ascontiguousarray({transposed})")
+    return final
+
+
+class _Emission:
+    """The statements of one planned correlation, step by step."""
+
+    def __init__(self, lowerer, plan: _Plan):
+        self.lowerer = lowerer
+        self.plan = plan
+        self.scalar, self.emit = lowerer.scalar, lowerer.emit
+        self.names = lowerer.names
+        self.plain = lowerer.arrays[str(plan.plain.base.label)]
+        self.shifted = lowerer.arrays[str(plan.shifted.base.label)]
+
+        # The padded plane's extents and pads are named once, for short offsets.
+        self.axes = []
+        for axis in plan.axes:
+            low = axis.pad_low
+            if not low.is_Atom:
+                low = self.define("low", low)
+            self.axes.append((axis, low, self.define("extent", axis.extent)))
+        self.merged = _product([_size(i) for i in plan.merged])
+        self.extents = [extent for _, _, extent in self.axes]
+        self.strides = [
+            _product(self.extents[n + 1 :]) * self.merged for n in range(len(self.axes))
+        ]
+        # q runs over the first axis's positions and every padded row after it.
+        first = self.axes[0][0].position
+        self.count = self.define("positions", _size(first) * self.strides[0])
+        self.plane = _product(self.extents) * self.merged
+        largest = sp.S.Zero
+        for (axis, low, _), stride in zip(self.axes, self.strides, strict=True):
+            top = axis.window is not None and axis.step.is_positive
+            largest += (
+                self.start_of(axis, low, axis.window.upper if top else 0) * stride
+            )
+        self.largest = largest
+        self.length = self.define("flat", sp.Max(self.plane, largest + self.count))
+        self.rest = _product([_size(i) for i in plan.rest])
+        self.outer = _product([_size(i) for i in plan.outer])
+
+        self.dtype = self.names.temporary("dt")
+        self.emit(f"{self.dtype} = np.result_type({self.plain}, {self.shifted})")
+        self.flat = self.lay_plane()
+
+        self.loops = {}
+        for index in plan.windows:
+            name = self.names.name(("loop", index), str(index.label))
+            self.loops[index] = name
+            lowerer.scalars[sp.Symbol(name)] = name
+        self.begin = self.names.temporary("start")
+
+    # Small helpers.
+
+    def shape(self, values) -> str:
+        codes = [self.scalar(v) for v in values]
+        return "(" + ", ".join(codes) + ("," if len(codes) == 1 else "") + ")"
+
+    def define(self, hint, expr) -> sp.Symbol:
+        name = self.names.temporary(hint)
+        self.emit(f"{name} = {self.scalar(expr)}")
+        symbol = sp.Symbol(name)
+        self.lowerer.scalars[symbol] = name
+        return symbol
+
+    @staticmethod
+    def start_of(axis, low, window_value):
+        """Where position 0 of ``axis`` is read on the padded axis."""
+        step = axis.step * window_value if axis.window is not None else 0
+        return sp.expand(axis.offset + low + step)
+
+    def start(self, windows):
+        """The flat offset of a kernel offset, with loop variables for ``windows``."""
+        start = sp.S.Zero
+        for (axis, low, _), stride in zip(self.axes, self.strides, strict=True):
+            value = 0
+            if axis.window in windows:
+                value = sp.Symbol(self.loops[axis.window])
+            start += self.start_of(axis, low, value) * stride
+        return start
+
+    def loop_over(self, windows, depth="") -> str:
+        for index in windows:
+            self.emit(
+                f"{depth}for {self.loops[index]} in range({self.scalar(_size(index))}):"
+            )
+            depth += "    "
+        return depth
+
+    def on_rows(self, leading):
+        """The split of q over ``leading`` axes, and the crop of the row ends."""
+        split = (
+            leading
+            + [_size(self.axes[0][0].position)]
+            + self.extents[1:]
+            + [_size(i) for i in self.plan.merged]
         )
-        depth += "    "
-    return depth
+        crop = (
+            [":"] * (len(leading) + 1)
+            + [f":{self.scalar(_size(a.position))}" for a, _, _ in self.axes[1:]]
+            + [":"] * len(self.plan.merged)
+        )
+        return split, crop
+
+    # Steps.
+
+    def lay_plane(self) -> str:
+        """The shifted tensor on its flat padded plane, axes (rest, q)."""
+        plan = self.plan
+        axes = list(plan.shifted.indices)
+        order = [axes.index(i) for i in plan.rest]
+        for axis, _, _ in self.axes:
+            order.append(next(n for n, p in enumerate(axes) if p.has(axis.position)))
+        order += [axes.index(i) for i in plan.merged]
+        flat = self.names.temporary("flat")
+        self.emit(
+            f"{flat} = np.zeros({self.shape([self.rest, self.length])}, "
+            f"dtype={self.dtype})"
+        )
+        inner = (
+            [_size(i) for i in plan.rest]
+            + self.extents
+            + [_size(i) for i in plan.merged]
+        )
+        window = (
+            [":"] * len(plan.rest)
+            + [
+                f"{self.scalar(low)}:{self.scalar(low + a.size)}"
+                for a, low, _ in self.axes
+            ]
+            + [":"] * len(plan.merged)
+        )
+        self.emit(
+            f"{flat}[:, :{self.scalar(self.plane)}].reshape({self.shape(inner)})"
+            f"[{', '.join(window)}] = {_transposed(self.shifted, order)}"
+        )
+        if len(self.axes) == 2:
+            # A later weight gradient may read this plane in place (rows()).
+            key = ("plane", self.shifted, plan.rest, plan.merged)
+            where = (
+                flat,
+                self.length,
+                self.extents[1],
+                self.axes[0][1],
+                self.axes[1][1],
+            )
+            self.lowerer.cache.setdefault(key, where)
+        return flat
+
+    def rows(self) -> str:
+        """The plain operand on q, zero past each row's end: (outer, q)."""
+        plan = self.plan
+        matrix = self.names.temporary("rows")
+        axes = list(plan.plain.indices)
+        order = [axes.index(i) for i in plan.outer]
+        order += [axes.index(a.position) for a, _, _ in self.axes]
+        order += [axes.index(i) for i in plan.merged]
+        split, crop = self.on_rows([_size(i) for i in plan.outer])
+        fill = [
+            f"{matrix} = np.zeros({self.shape([self.outer, self.count])}, "
+            f"dtype={self.dtype})",
+            f"{matrix}.reshape({self.shape(split)})[{', '.join(crop)}] = "
+            f"{_transposed(self.plain, order)}",
+        ]
+        earlier = self.lowerer.cache.get(("plane", self.plain, plan.outer, plan.merged))
+        if earlier is None or len(self.axes) != 2:
+            for line in fill:
+                self.emit(line)
+            return matrix
+        # The same array already lies on a padded plane: when it has the same
+        # width, its rows from the first position on are this matrix.
+        code, length, width, row, column = earlier
+        first = self.names.temporary("first")
+        self.emit(f"{first} = {self.scalar((row * width + column) * self.merged)}")
+        self.emit(
+            f"if {self.scalar(width)} == {self.scalar(self.extents[1])} and "
+            f"{first} + {self.scalar(self.count)} <= {self.scalar(length)} and "
+            f"{code}.dtype == {self.dtype}:"
+        )
+        self.emit(
+            f"    {matrix} = {code}[:, {first}:{first} + {self.scalar(self.count)}]"
+        )
+        self.emit("else:")
+        for line in fill:
+            self.emit(f"    {line}")
+        return matrix
+
+    def weight_gradient(self):
+        """``out[k, a, r] = sum_q A[a, q] X[r, q + offset(k)]``."""
+        plan, scalar, emit = self.plan, self.scalar, self.emit
+        matrix = self.rows()
+
+        # The offsets of the innermost window stacked as rows: fewer, wider
+        # products (BLAS runs a skinny product far below its peak).
+        last = plan.windows[-1]
+        number = next(n for n, a in enumerate(self.axes) if a[0].window == last)
+        axis, low, _ = self.axes[number]
+        stride = self.strides[number]
+        at = 0 if axis.step.is_negative else last.upper
+        top = self.start_of(axis, low, at) * stride
+        kept = self.define("stacked_length", self.length - top)
+        loop = self.loops[last]
+        stacked = self.names.temporary("stacked")
+        emit(
+            f"{stacked} = np.empty({self.shape([_size(last), self.rest, kept])}, "
+            f"dtype={self.dtype})"
+        )
+        emit(f"for {loop} in range({scalar(_size(last))}):")
+        shift = scalar(self.start_of(axis, low, sp.Symbol(loop)) * stride)
+        emit(
+            f"    {stacked}[{loop}] = {self.flat}[:, {shift}:{shift} + {scalar(kept)}]"
+        )
+
+        outer_windows = list(plan.windows[:-1])
+        start = self.start(outer_windows) - self.start_of(axis, low, 0) * stride
+        rows = self.shape([_size(last) * self.rest, kept])
+        window = f"{self.begin}:{self.begin} + {scalar(self.count)}"
+        result = self.names.temporary("c")
+        sizes = [_size(i) for i in outer_windows]
+        emit(
+            f"{result} = np.empty("
+            f"{self.shape(sizes + [self.outer, _size(last) * self.rest])}, "
+            f"dtype={self.dtype})"
+        )
+        emit("# One matrix product per outer kernel offset, on a slice of the plane.")
+        depth = self.loop_over(outer_windows)
+        target = result
+        if outer_windows:
+            target += "[" + ", ".join(self.loops[i] for i in outer_windows) + "]"
+        emit(f"{depth}{self.begin} = {scalar(start)}")
+        emit(
+            f"{depth}np.matmul({matrix}, {stacked}.reshape({rows})[:, {window}].T, "
+            f"out={target})"
+        )
+        produced = outer_windows + list(plan.outer) + [last] + list(plan.rest)
+        split = (
+            sizes
+            + [_size(i) for i in plan.outer]
+            + [_size(last)]
+            + [_size(i) for i in plan.rest]
+        )
+        return f"{result}.reshape({self.shape(split)})", produced
+
+    def correlation(self):
+        """``out[a, q] = sum_k sum_c A[k, a, c] X[c, q + offset(k)]``."""
+        plan = self.plan
+        axes = list(plan.plain.indices)
+        present = [i for i in plan.windows if i in axes]
+        example = self.lowerer._example
+        stack = present == list(plan.windows) and example(self.outer) > example(
+            self.rest
+        )
+        if stack:
+            code = self._stacked_windows()
+        else:
+            code = self._shifted_products(present)
+        produced = list(plan.outer) + [a.position for a, _, _ in self.axes]
+        produced += list(plan.merged)
+        split, crop = self.on_rows([_size(i) for i in plan.outer])
+        return f"{code}.reshape({self.shape(split)})[{', '.join(crop)}]", produced
+
+    def _kernels(self, order_first) -> str:
+        """The plain operand, contiguous, its axes in the order given."""
+        axes = list(self.plan.plain.indices)
+        weights = self.names.temporary("kernels")
+        order = [axes.index(i) for i in order_first]
+        self.emit(
+            f"{weights} = np.ascontiguousarray("
+            f"{_transposed(self.plain, order)}, dtype={self.dtype})"
+        )
+        return weights
+
+    def _stacked_windows(self) -> str:
+        """Every offset's slice of the plane stacked, then one product."""
+        plan, scalar, emit = self.plan, self.scalar, self.emit
+        windows = list(plan.windows)
+        weights = self._kernels(list(plan.outer) + windows + list(plan.rest))
+        every = _product([_size(i) for i in windows])
+        stacked = self.names.temporary("stacked")
+        sizes = [_size(i) for i in windows]
+        emit(
+            f"{stacked} = np.empty({self.shape(sizes + [self.rest, self.count])}, "
+            f"dtype={self.dtype})"
+        )
+        emit("# Each kernel offset's slice of the plane (im2col from slices).")
+        depth = self.loop_over(windows)
+        picks = ", ".join(self.loops[i] for i in windows)
+        emit(f"{depth}{self.begin} = {scalar(self.start(windows))}")
+        emit(
+            f"{depth}{stacked}[{picks}] = "
+            f"{self.flat}[:, {self.begin}:{self.begin} + {scalar(self.count)}]"
+        )
+        result = self.names.temporary("c")
+        emit(
+            f"{result} = np.matmul("
+            f"{weights}.reshape({self.shape([self.outer, every * self.rest])}), "
+            f"{stacked}.reshape({self.shape([every * self.rest, self.count])}))"
+        )
+        return result
+
+    def _shifted_products(self, present) -> str:
+        """The product for an innermost window's offsets at once, then one
+        shifted add per offset.
+
+        One product per value of the outer windows keeps each temporary below
+        the size past which the allocator maps fresh pages on every call.
+        """
+        plan, scalar, emit = self.plan, self.scalar, self.emit
+        windows = list(plan.windows)
+        weights = self._kernels(present + list(plan.outer) + list(plan.rest))
+        outer_windows = present[:-1]
+        inner_windows = [i for i in windows if i not in outer_windows]
+        last = present[-1] if present else None
+        if last is None:
+            lowest, spread = sp.S.Zero, self.largest
+            stacked, every = self.outer, []
+        else:
+            number = next(n for n, a in enumerate(self.axes) if a[0].window == last)
+            axis, low, _ = self.axes[number]
+            at = last.upper if axis.step.is_negative else 0
+            lowest = (
+                self.start(outer_windows)
+                + (self.start_of(axis, low, at) - self.start_of(axis, low, 0))
+                * self.strides[number]
+            )
+            ends = self.start_of(axis, low, last.upper) - self.start_of(axis, low, 0)
+            spread = (-ends if axis.step.is_negative else ends) * self.strides[number]
+            stacked, every = _size(last) * self.outer, [_size(last)]
+        span = self.define("span", spread + self.count)
+        products = self.names.temporary("products")
+        result = self.names.temporary("c")
+        emit(f"{result} = None")
+        depth = self.loop_over(outer_windows)
+        picks = "".join(f"{self.loops[i]}, " for i in outer_windows)
+        kernel = f"{weights}[{picks[:-2]}]" if outer_windows else weights
+        low_name = self.names.temporary("lowest")
+        emit(f"{depth}{low_name} = {scalar(lowest)}")
+        emit(
+            f"{depth}{products} = np.matmul("
+            f"{kernel}.reshape({self.shape([stacked, self.rest])}), "
+            f"{self.flat}[:, {low_name}:{low_name} + {scalar(span)}])"
+            f".reshape({self.shape(every + [self.outer, span])})"
+        )
+        body = self.loop_over(inner_windows, depth)
+        pick = f"{self.loops[last]}, " if last is not None else ""
+        window = (
+            f"{self.begin} - {low_name}:{self.begin} - {low_name} + "
+            f"{scalar(self.count)}"
+        )
+        emit(f"{body}{self.begin} = {scalar(self.start(windows))}")
+        emit(f"{body}if {result} is None:")
+        emit(f"{body}    {result} = {products}[{pick}:, {window}].copy()")
+        emit(f"{body}else:")
+        emit(f"{body}    {result} += {products}[{pick}:, {window}]")
+        return result

@@ -171,17 +171,16 @@ class Conv2d(Module):
         dt4 = np.result_type(W_, x)
         flat5 = np.zeros((C, flat3), dtype=dt4)
         flat5[:, :B*extent0*extent1].reshape((C, extent0, extent1, B))[:, P:H + P, P:P + W, :] = x.transpose(1, 2, 3, 0)
-        kernels7 = np.ascontiguousarray(W_.transpose(2, 3, 0, 1), dtype=dt4).reshape((K, K, O, C))
-        width9 = B*extent1*(D*K - D) + B*(D*K - D) + positions2
-        products8 = np.matmul(kernels7.reshape((K**2*O, C)), flat5[:, :width9]).reshape((K, K, O, width9))
-        c10 = np.zeros((O, positions2), dtype=dt4)
-        # One shifted add per kernel offset.
+        kernels7 = np.ascontiguousarray(W_.transpose(0, 2, 3, 1), dtype=dt4)
+        stacked8 = np.empty((K, K, C, positions2), dtype=dt4)
+        # Each kernel offset's slice of the plane (im2col from slices).
         for kh in range(K):
             for kw in range(K):
                 start6 = B*D*extent1*kh + B*D*kw
-                c10 += products8[kh, kw, :, start6:start6 + positions2]
-        c11 = np.ascontiguousarray(c10.reshape((O, Ho, extent1, B))[:, :, :Wo, :].transpose(3, 0, 1, 2))
-        y = bias[None, :, None, None] + c11
+                stacked8[kh, kw] = flat5[:, start6:start6 + positions2]
+        c9 = np.matmul(kernels7.reshape((O, C*K**2)), stacked8.reshape((C*K**2, positions2)))
+        c10 = np.ascontiguousarray(c9.reshape((O, Ho, extent1, B))[:, :, :Wo, :].transpose(3, 0, 1, 2))
+        y = bias[None, :, None, None] + c10
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
@@ -262,34 +261,44 @@ class Conv2d(Module):
         dt6 = np.result_type(W_, output_grad)
         flat7 = np.zeros((O, flat5), dtype=dt6)
         flat7[:, :B*extent1*extent3].reshape((O, extent1, extent3, B))[:, low0:Ho + low0, low2:Wo + low2, :] = output_grad.transpose(1, 2, 3, 0)
-        kernels9 = np.ascontiguousarray(W_.transpose(2, 3, 1, 0), dtype=dt6).reshape((K, K, C, O))
-        width11 = B*extent3*(P + low0) + B*(P + low2) + positions4
-        products10 = np.matmul(kernels9.reshape((C*K**2, O)), flat7[:, :width11]).reshape((K, K, C, width11))
-        c12 = np.zeros((C, positions4), dtype=dt6)
-        # One shifted add per kernel offset.
+        kernels9 = np.ascontiguousarray(W_.transpose(2, 3, 1, 0), dtype=dt6)
+        span10 = B*(D*K - D) + positions4
+        c12 = None
         for kh in range(K):
+            lowest13 = B*extent3*(-D*kh + P + low0) + B*(P + low2) + B*(-D*K + D)
+            products11 = np.matmul(kernels9[kh].reshape((C*K, O)), flat7[:, lowest13:lowest13 + span10]).reshape((K, C, span10))
             for kw in range(K):
                 start8 = B*extent3*(-D*kh + P + low0) + B*(-D*kw + P + low2)
-                c12 += products10[kh, kw, :, start8:start8 + positions4]
-        c13 = np.ascontiguousarray(c12.reshape((C, H, extent3, B))[:, :, :W, :].transpose(3, 0, 1, 2))
-        input_grad = c13
-        extent14 = H + P + max(0, D*K - D - H + Ho - P)
-        extent15 = P + W + max(0, D*K - D - P - W + Wo)
-        positions16 = B*Ho*extent15
-        flat17 = max(B*extent14*extent15, B*extent15*(D*K - D) + B*(D*K - D) + positions16)
-        dt18 = np.result_type(output_grad, x)
-        flat19 = np.zeros((C, flat17), dtype=dt18)
-        flat19[:, :B*extent14*extent15].reshape((C, extent14, extent15, B))[:, P:H + P, P:P + W, :] = x.transpose(1, 2, 3, 0)
-        rows21 = np.zeros((O, positions16), dtype=dt18)
-        rows21.reshape((O, Ho, extent15, B))[:, :, :Wo, :] = output_grad.transpose(1, 2, 3, 0)
-        c22 = np.empty((K, K, O, C), dtype=dt18)
-        # One matrix product per kernel offset, on a slice of the flat plane.
+                if c12 is None:
+                    c12 = products11[kw, :, start8 - lowest13:start8 - lowest13 + positions4].copy()
+                else:
+                    c12 += products11[kw, :, start8 - lowest13:start8 - lowest13 + positions4]
+        c14 = np.ascontiguousarray(c12.reshape((C, H, extent3, B))[:, :, :W, :].transpose(3, 0, 1, 2))
+        input_grad = c14
+        extent15 = H + P + max(0, D*K - D - H + Ho - P)
+        extent16 = P + W + max(0, D*K - D - P - W + Wo)
+        positions17 = B*Ho*extent16
+        flat18 = max(B*extent15*extent16, B*extent16*(D*K - D) + B*(D*K - D) + positions17)
+        dt19 = np.result_type(output_grad, x)
+        flat20 = np.zeros((C, flat18), dtype=dt19)
+        flat20[:, :B*extent15*extent16].reshape((C, extent15, extent16, B))[:, P:H + P, P:P + W, :] = x.transpose(1, 2, 3, 0)
+        first23 = B*(extent3*low0 + low2)
+        if extent3 == extent16 and first23 + positions17 <= flat5 and flat7.dtype == dt19:
+            rows22 = flat7[:, first23:first23 + positions17]
+        else:
+            rows22 = np.zeros((O, positions17), dtype=dt19)
+            rows22.reshape((O, Ho, extent16, B))[:, :, :Wo, :] = output_grad.transpose(1, 2, 3, 0)
+        stacked_length24 = -B*(D*K - D) + flat18
+        stacked25 = np.empty((K, C, stacked_length24), dtype=dt19)
+        for kw in range(K):
+            stacked25[kw] = flat20[:, B*D*kw:B*D*kw + stacked_length24]
+        c26 = np.empty((K, O, C*K), dtype=dt19)
+        # One matrix product per outer kernel offset, on a slice of the plane.
         for kh in range(K):
-            for kw in range(K):
-                start20 = B*D*extent15*kh + B*D*kw
-                np.matmul(rows21, flat19[:, start20:start20 + positions16].T, out=c22[kh, kw])
-        c23 = np.ascontiguousarray(c22.reshape((K, K, O, C)).transpose(2, 3, 0, 1))
-        grad_W = c23
-        c24 = np.einsum('boij->o', output_grad)
-        grad_bias = c24
+            start21 = B*D*extent16*kh
+            np.matmul(rows22, stacked25.reshape((C*K, stacked_length24))[:, start21:start21 + positions17].T, out=c26[kh])
+        c27 = np.ascontiguousarray(c26.reshape((K, O, K, C)).transpose(1, 3, 0, 2))
+        grad_W = c27
+        c28 = np.einsum('boij->o', output_grad)
+        grad_bias = c28
         return (input_grad.astype(dtype, copy=False), grad_W, grad_bias,)
