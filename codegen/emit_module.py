@@ -720,10 +720,11 @@ def _lower_definition_here(lowerer: Lowerer, names: Names, definition) -> None:
     lowerer.arrays[definition.name] = code
     if isinstance(definition.expression, Maximum):
         positions = []
-        for _, base in argmax_bases(definition):
+        for index, base in argmax_bases(definition):
             label = str(base.label)
             positions.append(names.name(("def", label), label))
             lowerer.arrays[label] = positions[-1]
+            lowerer.selections[label] = index
         lowerer.maximum(definition.expression, definition.indices, code, positions)
         return
     terms = normalize(definition.expression, FreshIndices())

@@ -42,6 +42,14 @@ class _ArrayPrinter(NumPyPrinter):
             code = f"np.where({self._print(cond)}, {self._print(value)}, {code})"
         return code
 
+    def _print_And(self, expr):
+        # Pairwise, so that conditions of different (broadcast) shapes combine.
+        args = sorted(expr.args, key=sp.srepr)
+        code = self._print(args[0])
+        for arg in args[1:]:
+            code = f"np.logical_and({code}, {self._print(arg)})"
+        return code
+
     def _print_Max(self, expr):
         code = self._print(expr.args[0])
         for arg in expr.args[1:]:
@@ -113,6 +121,8 @@ class Lowerer:
         self.context = context
         self.lines: list[str] = []
         self.cache: dict = {}
+        # {argmax tensor label: the index whose range its values take}.
+        self.selections: dict[str, sp.Idx] = {}
         # Arrays the caller owns: a result that is one of them must be copied.
         self.external = set(self.arrays.values()) | {"output_grad"}
         self.array_printer = _ArrayPrinter()
@@ -508,6 +518,11 @@ class Lowerer:
                     "axis of the result"
                 )
         plan = self._slice_plan(tied, indices)
+        if plan is None:
+            expanded = self._expand_selections(term, tied, rest)
+            if expanded is not None:
+                term, tied, rest = expanded
+                plan = self._slice_plan(tied, indices)
         if plan is not None:
             return self._scatter_by_slices(term, rest, tied, indices, plan, into)
         reached = set()
@@ -554,6 +569,40 @@ class Lowerer:
         window = ", ".join(f"{a}:{b}" for a, b in zip(starts, stops, strict=True))
         self.emit(f"{name} = {name}[{window}]")
         return name
+
+    def _expand_selections(self, term, tied, rest):
+        """Tied positions that read argmax tensors, as sums over their ranges.
+
+        ``delta(h, S*i + A[i])`` with ``A`` an argmax over ``k`` in ``0..K-1``
+        is ``sum_k [A[i] == k] delta(h, S*i + k)``: the position becomes
+        affine, and the scatter one strided slice-add per value of ``k``
+        instead of ``np.add.at``. None when a tied position reads anything else.
+        """
+        reads = set()
+        for expr in tied.values():
+            reads |= expr.atoms(sp.Indexed)
+        if not reads or any(str(r.base.label) not in self.selections for r in reads):
+            return None
+        if any(
+            not sp.sympify(expr.xreplace({r: 0 for r in reads})).atoms(sp.Idx)
+            for expr in tied.values()
+        ):
+            # A position that is the argmax alone (no window around an index)
+            # scatters one value per row: np.add.at is already cheap there.
+            return None
+        replacements, conditions, summed = {}, [], list(term.summed)
+        for number, read in enumerate(sorted(reads, key=sp.srepr)):
+            over = self.selections[str(read.base.label)]
+            fresh = sp.Idx(f"{over.label}_{number}", (over.lower, over.upper))
+            replacements[read] = fresh
+            conditions.append(sp.Eq(read, fresh))
+            summed.append(fresh)
+        tied = {index: expr.xreplace(replacements) for index, expr in tied.items()}
+        # A selection, not a product with 0/1: inf or NaN elsewhere stays put.
+        rest = [sp.Piecewise((sp.Mul(*rest), sp.And(*conditions)), (0, True))]
+        deltas = [sp.KroneckerDelta(index, expr) for index, expr in tied.items()]
+        factor = sp.Mul(*rest, *deltas)
+        return Term(tuple(summed), factor), tied, rest
 
     def _slice_plan(self, tied, indices):
         """How to scatter with slices, or None when only ``np.add.at`` can.
@@ -605,13 +654,19 @@ class Lowerer:
         kept = [i for i in kept if i is not None]
         grid = kept + smalls
         contracted = tuple(s for s in term.summed if s not in grid)
-        values = self.terms([Term(contracted, sp.Mul(*rest))], grid)
-
         loops = {}
         for index in smalls:
             loops[index] = self.names.name(("loop", index), str(index.label))
             self.scalars[sp.Symbol(loops[index])] = loops[index]
         as_loop = {index: sp.Symbol(name) for index, name in loops.items()}
+        # Values that need no contraction are computed offset by offset, on
+        # the kept grid only: no array with the kernel offsets as extra axes.
+        per_offset = smalls and not contracted
+        if per_offset:
+            value_lines, dtype = self._per_offset_values(sp.Mul(*rest), as_loop, kept)
+        else:
+            values = self.terms([Term(contracted, sp.Mul(*rest))], grid)
+            dtype = f"{values}.dtype"
         name = self.names.temporary("scattered")
         widths, targets, crops = [], [], []
         for index in indices:
@@ -642,7 +697,7 @@ class Lowerer:
         if into is not None and not padded:
             name = into
         else:
-            self.emit(f"{name} = np.zeros({shape}, dtype={values}.dtype)")
+            self.emit(f"{name} = np.zeros({shape}, dtype={dtype})")
         if smalls:
             self.emit("# One strided slice-add per kernel offset: a loop over offsets.")
         depth = ""
@@ -651,13 +706,49 @@ class Lowerer:
                 f"{depth}for {loops[index]} in range({self.scalar(index.upper + 1)}):"
             )
             depth += "    "
-        picks = [":"] * len(kept) + [loops[i] for i in smalls]
-        self.emit(
-            f"{depth}{name}[{', '.join(targets)}] += {values}[{', '.join(picks)}]"
-        )
+        if per_offset:
+            *lines, values = value_lines
+            for line in lines:
+                self.lines.append(depth + line)
+            self.emit(f"{depth}{name}[{', '.join(targets)}] += {values}")
+        else:
+            picks = [":"] * len(kept) + [loops[i] for i in smalls]
+            self.emit(
+                f"{depth}{name}[{', '.join(targets)}] += {values}[{', '.join(picks)}]"
+            )
         if padded:
             self.emit(f"{name} = {name}[{', '.join(crops)}]")
         return None if name == into else name
+
+    def _per_offset_values(self, expr, as_loop, kept):
+        """Statements computing ``expr`` for one value of the loop variables.
+
+        Returns the lines (the last one is the value's code, not a statement)
+        and the code of the values' dtype. Nothing computed inside the loop is
+        remembered for statements after it.
+        """
+        cache, lines = dict(self.cache), self.lines
+        self.lines = []
+        try:
+            code = self.elementwise(expr.xreplace(as_loop), kept)
+            captured = self.lines
+        finally:
+            self.cache, self.lines = cache, lines
+        reads = [
+            self.arrays[str(read.base.label)]
+            for read in sorted(expr.atoms(sp.Indexed), key=sp.srepr)
+            if str(read.base.label) not in self.selections
+            and str(read.base.label) in self.arrays
+        ]
+        dtype = f"np.result_type({', '.join(reads)})" if reads else "dtype"
+        if "np.where(" in code:
+            captured.append(
+                "with np.errstate(over='ignore', invalid='ignore', divide='ignore'):"
+            )
+            value = self.names.temporary("value")
+            captured.append(f"    {value} = {code}")
+            code = value
+        return captured + [code], dtype
 
     def maximum(self, expr, indices, name, positions) -> None:
         """``name = max over the limits of the body``, and the argmax.

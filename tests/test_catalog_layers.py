@@ -10,6 +10,7 @@ estimate neither side's derivative; the gradient at a kink is tested on its own.
 
 import functools
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -271,6 +272,29 @@ def test_max_pool_gradient_goes_to_the_first_maximum_of_each_window():
     np.testing.assert_array_equal(layer.forward(x), [[[[3.0, 2.0]]]])
     input_grad = layer.backward(x, np.array([[[[5.0, 7.0]]]]))
     np.testing.assert_array_equal(input_grad, [[[[0, 5, 0, 7], [0, 0, 0, 0]]]])
+
+
+@pytest.mark.parametrize("stride", [None, 1])
+def test_max_pool_sends_inf_and_nan_only_to_the_maximum(stride):
+    """The scatter selects, it does not multiply by 0/1: inf * 0 would be NaN."""
+    x = normal((1, 1, 4, 4))
+    layer = generated.MaxPool2d(2, stride)
+    y = layer.forward(x)
+    output_grad = normal(y.shape, seed=1)
+    output_grad[0, 0, 0, 0], output_grad[0, 0, -1, -1] = np.inf, np.nan
+    input_grad = layer.backward(x, output_grad)
+    finite = normal(y.shape, seed=1)
+    finite[0, 0, 0, 0] = finite[0, 0, -1, -1] = 0.0
+    expected = layer.backward(x, finite)
+    special = ~np.isfinite(input_grad)
+    assert special.sum() == 2
+    np.testing.assert_array_equal(input_grad[~special], expected[~special])
+
+
+def test_max_pool_backward_scatters_by_slices():
+    text = (Path(generated.__file__).parent / "max_pool2d.py").read_text()
+    backward = text[text.index("def _backward_train") :]
+    assert "np.add.at(" not in backward and "+= value" in backward
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4), (2, 2, 3, 2), (3, 5), (4, 1, 1, 1)])

@@ -15,7 +15,7 @@ Derived backward passes (vector-Jacobian products):
     train:
         input_grad[b, c, h, w] = Sum(KroneckerDelta(S*i + y_argmax_kh[b, c, i, j], h)*KroneckerDelta(S*j + y_argmax_kw[b, c, i, j], w)*output_grad[b, c, i, j], (i, 0, Ho - 1), (j, 0, Wo - 1))
 
-Einsum letters: b -> b, c -> c, h -> h, w -> w, i -> i, j -> j, kh -> k, kw -> K.
+Einsum letters: b -> b, c -> c, h -> h, w -> w, i -> i, j -> j, kh -> k, kw -> K, kh_0 -> a, kw_1 -> d.
 """
 
 import numpy as np
@@ -115,17 +115,13 @@ class MaxPool2d(Module):
         first2 = np.argmax(candidates1, axis=-1)
         y = np.take_along_axis(candidates1, first2[..., None], axis=-1)[..., 0]
         y_argmax_kh, y_argmax_kw = np.unravel_index(first2, (K, K))
-        t3 = output_grad.copy()
-        at4 = np.arange(B)[:, None, None, None]
-        at5 = np.arange(C)[None, :, None, None]
-        at6 = S*np.arange(Ho)[None, None, :, None] + y_argmax_kh
-        at7 = S*np.arange(Wo)[None, None, None, :] + y_argmax_kw
-        at6_low = max(0, -int(at6.min()))
-        at6_high = max(0, int(at6.max()) - H + 1)
-        at7_low = max(0, -int(at7.min()))
-        at7_high = max(0, int(at7.max()) - W + 1)
-        scattered8 = np.zeros((B, C, H + at6_low + at6_high, W + at7_low + at7_high), dtype=t3.dtype)
-        np.add.at(scattered8, (at4, at5, at6 + at6_low, at7 + at7_low,), np.broadcast_to(t3, (B, C, Ho, Wo)))
-        scattered8 = scattered8[0:B, 0:C, at6_low:at6_low + H, at7_low:at7_low + W]
-        input_grad = scattered8
+        scattered4 = np.zeros((B, C, H + max(0, -H + Ho*S + K - S), W + max(0, K + S*Wo - S - W)), dtype=np.result_type(output_grad))
+        # One strided slice-add per kernel offset: a loop over offsets.
+        for kh_0 in range(K):
+            for kw_1 in range(K):
+                with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
+                    value3 = np.where(np.logical_and(np.equal(kh_0, y_argmax_kh), np.equal(kw_1, y_argmax_kw)), output_grad, 0)
+                scattered4[:, :, kh_0:Ho*S - S + kh_0 + 1:S, kw_1:S*Wo - S + kw_1 + 1:S] += value3
+        scattered4 = scattered4[:, :, 0:H, 0:W]
+        input_grad = scattered4
         return (input_grad.astype(dtype, copy=False),)
