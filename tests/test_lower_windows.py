@@ -13,6 +13,8 @@ import itertools
 import numpy as np
 import pytest
 import sympy as sp
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from codegen.emit_module import emit_module
 from codegen.load import layer_class
@@ -112,3 +114,47 @@ def test_conv2d_keeps_the_dtype_and_returns_contiguous_arrays(dtype):
     input_grad = conv.backward(x, rng.normal(size=y.shape).astype(dtype))
     assert y.dtype == dtype and input_grad.dtype == dtype
     assert y.flags.c_contiguous and input_grad.flags.c_contiguous
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    channels=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    image=st.tuples(st.integers(1, 8), st.integers(1, 8)),
+    kernel_size=st.integers(1, 4),
+    dilation=st.integers(1, 2),
+    padding=st.sampled_from(["same", 0, 1, 3]),
+    float32=st.booleans(),
+)
+def test_conv2d_stride1_matches_torch_on_any_shape(
+    batch, channels, image, kernel_size, dilation, padding, float32
+):
+    """Images smaller than the kernel, a batch of one, one channel: the flat
+    plane's extents and offsets must hold for every shape PyTorch accepts."""
+    torch = pytest.importorskip(
+        "torch", reason="PyTorch is not installed; the cross-check is skipped"
+    )
+    from layers.generated import Conv2d
+
+    conv = Conv2d(*channels, kernel_size, 1, padding, dilation, rng=0)
+    rng = np.random.default_rng(kernel_size + 10 * dilation)
+    dtype = np.float32 if float32 else np.float64
+    x = rng.normal(size=(batch, channels[0], *image)).astype(dtype)
+    reach = dilation * (kernel_size - 1)
+    assume(padding == "same" or min(image) + 2 * padding - reach >= 1)
+    y = conv.forward(x)
+    output_grad = rng.normal(size=y.shape).astype(dtype)
+    input_grad = conv.backward(x, output_grad)
+
+    leaves = [
+        torch.tensor(a.astype(np.float64), requires_grad=True)
+        for a in (x, conv.W, conv.b)
+    ]
+    expected = torch.nn.functional.conv2d(*leaves, 1, padding, dilation)
+    grads = torch.autograd.grad(expected, leaves, torch.tensor(output_grad * 1.0))
+    tolerance = {"rtol": 1e-4, "atol": 1e-4} if float32 else {"rtol": 1e-10}
+    np.testing.assert_allclose(y, expected.detach().numpy(), **tolerance)
+    for ours, theirs in zip((input_grad, conv.gradW, conv.gradb), grads, strict=True):
+        np.testing.assert_allclose(ours, theirs.numpy(), **tolerance)
+    assert y.dtype == dtype and input_grad.dtype == dtype
