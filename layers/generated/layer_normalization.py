@@ -105,8 +105,8 @@ class LayerNormalization(Module):
         v1 = v2**2
         c3 = np.einsum('bn->b', v1)
         var = c3/N
-        # path cost at example sizes: 1.97e+05 operations
-        c4 = np.einsum('bn,n,bn->b', v2, gamma, output_grad, optimize=['einsum_path', (0, 1), (0, 1)])
+        # one pass: 1.97e+05 operations at example sizes, no step a matrix product
+        c4 = np.einsum('bn,n,bn->b', v2, gamma, output_grad)
         v5 = EPS + var
         v6 = v5**(-3/2)
         grad_var = -1/2*c4*v6
@@ -117,8 +117,8 @@ class LayerNormalization(Module):
         v9 = 2*grad_var/N
         input_grad = gamma[None, :]*output_grad*v8[:, None] + v2*v9[:, None] + grad_mean[:, None]/N
         v10 = 1/np.sqrt(v5)
-        # path cost at example sizes: 1.97e+05 operations
-        c11 = np.einsum('b,bn,bn->n', v10, v2, output_grad, optimize=['einsum_path', (0, 1), (0, 1)])
+        # one pass: 1.97e+05 operations at example sizes, no step a matrix product
+        c11 = np.einsum('b,bn,bn->n', v10, v2, output_grad)
         grad_gamma = c11
         c12 = np.einsum('bn->n', output_grad)
         grad_beta = c12
