@@ -177,10 +177,10 @@ def page(data, judged):
         "repeated twice minus the peak on the batch, over the input's size, so "
         "that per-feature vectors and parameter gradients drop out. "
         "Parameters are float64 unless built otherwise, so their gradients are "
-        "too. `float64 inside`: a float32 run whose backward allocates over 1.5 "
-        "times as many input-sized arrays as the float64 run: its temporaries "
-        "are float64 (promoted by a float64 parameter or constant) and are cast "
-        "back at the end.",
+        "too. `float64 inside`: a float32 run whose forward or backward holds "
+        "an input-sized float64 intermediate (promoted by a float64 parameter "
+        "or constant, then cast back at the end), found by tracing every line "
+        "of the generated passes (`layers.dtypes.wide_intermediates`).",
         "",
         *report.memory_dtype_table(data["results"]),
         "",

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 IMPLEMENTATIONS = ("generated", "torch", "reference")
 NAMES = {"generated": "generated", "torch": "PyTorch", "reference": "reference"}
-MIN_BYTES_FOR_UPCAST_CHECK = 64 * 2**10
 
 
 @dataclass(frozen=True)
@@ -258,30 +257,8 @@ def timing_table(results):
     return markdown_table(headers, rows, right=range(2, len(headers)))
 
 
-def _internal_upcast(results):
-    """Cases whose float32 backward allocates like a float64 one.
-
-    A float32 run that computes in float64 inside (float64 parameters promote
-    the arrays they touch) allocates more input-sized arrays than the float64
-    run, each twice the size of its own input. Small inputs are left out: their
-    fixed overheads swamp the arrays.
-    """
-    ratios = {
-        (r["case"], r["dtype"]): input_arrays(r)
-        for r in results
-        if r["input_bytes"] >= MIN_BYTES_FOR_UPCAST_CHECK
-    }
-    suspects = set()
-    for (case, dtype), ratio in ratios.items():
-        wide = ratios.get((case, "float64"))
-        if dtype == "float32" and ratio and wide and ratio > 1.5 * wide:
-            suspects.add(case)
-    return suspects
-
-
 def memory_dtype_table(results):
     """Peak backward allocation beside the input's size, and the dtypes out."""
-    suspects = _internal_upcast(results)
     headers = [
         "layer",
         "dtype",
@@ -310,8 +287,8 @@ def memory_dtype_table(results):
         check = "ok"
         if any(d not in (result["dtype"], "float") for d in outputs):
             check = "UPCASTS"
-        elif result["dtype"] == "float32" and result["case"] in suspects:
-            check = "float64 inside"
+        elif dtypes.get("wide_inside"):
+            check = "float64 inside: " + ", ".join(dtypes["wide_inside"])
         rows.append(
             [result["label"], result["dtype"], format_bytes(result["input_bytes"])]
             + peaks

@@ -13,6 +13,8 @@ graph being recorded, as in training.
 import numpy as np
 from measure import interleaved_medians, peak_bytes
 
+from layers.dtypes import wide_intermediates
+
 TORCH_BACKWARD_METHOD = (
     "torch.autograd.grad of the output w.r.t. the input and every parameter, "
     "on a graph recorded once (retain_graph=True); forward timed while "
@@ -133,6 +135,11 @@ def run_case(case, dtype, *, generated, reference, torch, tiny, repeats):
     )
     input_grad = backwards["generated"]()
     result["dtypes"] = _dtypes(output, input_grad, layer)
+    if dtype == np.float32:
+        wide = wide_intermediates(
+            case.build(generated, sizes), x, output_grad=output_grad, target=target
+        )
+        result["dtypes"]["wide_inside"] = sorted(wide)
     samples = {"generated": repeats}
 
     if torch is None:

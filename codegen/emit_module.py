@@ -128,8 +128,9 @@ class _ModuleEmitter:
             if tensor.role == "parameter" and tensor.enabled_by:
                 shape = lowerer._shape(tensor.indices)
                 lines.append(
-                    f"{code} = self.{tensor.attribute} if self.{tensor.attribute} "
-                    f"is not None else np.zeros({shape}, dtype=dtype)"
+                    f"{code} = self.{tensor.attribute}.astype(dtype, copy=False) "
+                    f"if self.{tensor.attribute} is not None "
+                    f"else np.zeros({shape}, dtype=dtype)"
                 )
             elif tensor.role == "parameter":
                 # In the input's dtype: a float64 kernel would promote every

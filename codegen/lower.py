@@ -37,10 +37,17 @@ class _ArrayPrinter(NumPyPrinter):
         *pieces, (last, condition) = expr.args
         if condition != sp.true:
             raise NotImplementedError(f"a Piecewise without a default branch: {expr}")
-        code = self._print(last)
+        code = self._branch(last)
         for value, cond in reversed(pieces):
-            code = f"np.where({self._print(cond)}, {self._print(value)}, {code})"
+            code = f"np.where({self._print(cond)}, {self._branch(value)}, {code})"
         return code
+
+    def _branch(self, value) -> str:
+        # np.where of Python numbers gives float64: a number takes the pass's
+        # dtype, so that float32 stays float32.
+        if value.is_Number:
+            return f"dtype.type({self._print(value)})"
+        return self._print(value)
 
     def _print_And(self, expr):
         # Pairwise, so that conditions of different (broadcast) shapes combine.

@@ -44,7 +44,7 @@ class ClassNLLCriterion(Criterion):
         dtype = x.dtype
         B = x.shape[0]
         with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
-            v0 = np.where(np.equal(target, 0), 0, -target*x)
+            v0 = np.where(np.equal(target, 0), dtype.type(0), -target*x)
         c1 = np.einsum('bn->', v0)
         loss = c1/B
         return loss.astype(dtype, copy=False)
@@ -53,5 +53,5 @@ class ClassNLLCriterion(Criterion):
         dtype = x.dtype
         B = x.shape[0]
         with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
-            input_grad = output_grad*np.where(np.equal(target, 0), 0, -target)/B
+            input_grad = output_grad*np.where(np.equal(target, 0), dtype.type(0), -target)/B
         return (input_grad.astype(dtype, copy=False),)

@@ -130,7 +130,7 @@ class Conv2d(Module):
                 f"{x.shape}, which gives Wo = {Wo}"
             )
         W_ = self.W.astype(dtype, copy=False)
-        bias = self.b if self.b is not None else np.zeros((O,), dtype=dtype)
+        bias = self.b.astype(dtype, copy=False) if self.b is not None else np.zeros((O,), dtype=dtype)
         padded0 = np.pad(x, ((0, 0), (0, 0), (P, max(0, D*K - D - H + Ho*S - P - S + 1)), (P, max(0, D*K - D - P + S*Wo - S - W + 1)),))
         padded0 = sliding_window_view(padded0, D*K - D + 1, axis=2)
         padded0 = sliding_window_view(padded0, D*K - D + 1, axis=3)
@@ -163,7 +163,7 @@ class Conv2d(Module):
                 f"{x.shape}, which gives Wo = {Wo}"
             )
         W_ = self.W.astype(dtype, copy=False)
-        bias = self.b if self.b is not None else np.zeros((O,), dtype=dtype)
+        bias = self.b.astype(dtype, copy=False) if self.b is not None else np.zeros((O,), dtype=dtype)
         extent0 = H + P + max(0, D*K - D - H + Ho - P)
         extent1 = P + W + max(0, D*K - D - P - W + Wo)
         positions2 = B*Ho*extent1

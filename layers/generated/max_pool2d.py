@@ -120,7 +120,7 @@ class MaxPool2d(Module):
         for kh_0 in range(K):
             for kw_1 in range(K):
                 with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
-                    value3 = np.where(np.logical_and(np.equal(kh_0, y_argmax_kh), np.equal(kw_1, y_argmax_kw)), output_grad, 0)
+                    value3 = np.where(np.logical_and(np.equal(kh_0, y_argmax_kh), np.equal(kw_1, y_argmax_kw)), output_grad, dtype.type(0))
                 scattered4[:, :, kh_0:Ho*S - S + kh_0 + 1:S, kw_1:S*Wo - S + kw_1 + 1:S] += value3
         scattered4 = scattered4[:, :, 0:H, 0:W]
         input_grad = scattered4

@@ -61,7 +61,7 @@ class SoftPlus(Module):
         v2 = v1 + 1
         v3 = np.sign(x)
         with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
-            v4 = (np.where(np.less(x, 0), 0, np.where(np.equal(x, 0), 1/2, 1)))
+            v4 = (np.where(np.less(x, 0), dtype.type(0), np.where(np.equal(x, 0), dtype.type(1/2), dtype.type(1))))
         v5 = -v1*v3/v2 + v4
         input_grad = output_grad*v5
         return (input_grad.astype(dtype, copy=False),)
