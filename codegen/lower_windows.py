@@ -183,6 +183,19 @@ def _transposed(code, order) -> str:
     return f"{code}.transpose({', '.join(str(n) for n in order)})"
 
 
+def economical(lowerer, plan: _Plan) -> str:
+    """Code of the condition under which the flat plane pays.
+
+    Every row of q runs over the padded width: with a kernel far wider than the
+    image, most of its columns are padding and the products there are waste.
+    """
+    computed = _product([a.extent for a in plan.axes[1:]])
+    needed = _product([_size(a.position) for a in plan.axes[1:]])
+    if computed == needed:
+        return "True"
+    return f"{lowerer.scalar(computed)} <= 2 * {lowerer.scalar(needed)}"
+
+
 def emit_correlation(lowerer, plan: _Plan, kept) -> str:
     """Emits the statements of ``plan``; returns the array, axes in ``kept``."""
     for read in (plan.plain, plan.shifted):
@@ -373,11 +386,12 @@ class _Emission:
             return matrix
         # The same array already lies on a padded plane: when it has the same
         # width, its rows from the first position on are this matrix.
+        # Its sizes are defined only where its branch ran: test that first.
         code, length, width, row, column = earlier
-        first = self.names.temporary("first")
-        self.emit(f"{first} = {self.scalar((row * width + column) * self.merged)}")
+        first = self.scalar((row * width + column) * self.merged)
         self.emit(
-            f"if {self.scalar(width)} == {self.scalar(self.extents[1])} and "
+            f"if {code} is not None and "
+            f"{self.scalar(width)} == {self.scalar(self.extents[1])} and "
             f"{first} + {self.scalar(self.count)} <= {self.scalar(length)} and "
             f"{code}.dtype == {self.dtype}:"
         )
@@ -426,8 +440,10 @@ class _Emission:
             f"{self.shape(sizes + [self.outer, _size(last) * self.rest])}, "
             f"dtype={self.dtype})"
         )
-        emit("# One matrix product per outer kernel offset, on a slice of the plane.")
-        depth = self.loop_over(outer_windows)
+        emit("# One matrix product per outer kernel offset, on a slice of the plane;")
+        emit("# 0 * inf past a row's end is caught below, so it need not warn.")
+        emit("with np.errstate(invalid='ignore'):")
+        depth = self.loop_over(outer_windows, "    ")
         target = result
         if outer_windows:
             target += "[" + ", ".join(self.loops[i] for i in outer_windows) + "]"

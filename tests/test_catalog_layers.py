@@ -274,11 +274,12 @@ def test_max_pool_gradient_goes_to_the_first_maximum_of_each_window():
     np.testing.assert_array_equal(input_grad, [[[[0, 5, 0, 7], [0, 0, 0, 0]]]])
 
 
-@pytest.mark.parametrize("stride", [None, 1])
-def test_max_pool_sends_inf_and_nan_only_to_the_maximum(stride):
-    """The scatter selects, it does not multiply by 0/1: inf * 0 would be NaN."""
-    x = normal((1, 1, 4, 4))
-    layer = generated.MaxPool2d(2, stride)
+@pytest.mark.parametrize("kernel_size, stride", [(2, None), (2, 1), (5, 1), (5, None)])
+def test_max_pool_sends_inf_and_nan_only_to_the_maximum(kernel_size, stride):
+    """The scatter selects, it does not multiply by 0/1: inf * 0 would be NaN.
+    Kernel 2 scatters by slices, kernel 5 (25 offsets) by np.add.at."""
+    x = normal((1, 1, 10, 10))
+    layer = generated.MaxPool2d(kernel_size, stride)
     y = layer.forward(x)
     output_grad = normal(y.shape, seed=1)
     output_grad[0, 0, 0, 0], output_grad[0, 0, -1, -1] = np.inf, np.nan
@@ -291,10 +292,12 @@ def test_max_pool_sends_inf_and_nan_only_to_the_maximum(stride):
     np.testing.assert_array_equal(input_grad[~special], expected[~special])
 
 
-def test_max_pool_backward_scatters_by_slices():
+def test_max_pool_backward_scatters_by_slices_for_small_windows():
     text = (Path(generated.__file__).parent / "max_pool2d.py").read_text()
     backward = text[text.index("def _backward_train") :]
-    assert "np.add.at(" not in backward and "+= value" in backward
+    slices, add_at = backward.split("else:", 1)
+    assert "if K**2 <= 16:" in slices and "+= value" in slices
+    assert "np.add.at(" in add_at
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4), (2, 2, 3, 2), (3, 5), (4, 1, 1, 1)])

@@ -9,6 +9,9 @@ generated code must really take the matrix-product path.
 """
 
 import itertools
+import re
+import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from codegen.load import layer_class
 from derivations import Model
 from derivations.models import build
 from layers.gradcheck import check_gradients
+from tests.helpers import normal
 
 # (kernel_size, padding, dilation): windows that run past both ends, or neither.
 CONFIGS = [
@@ -97,7 +101,14 @@ def test_conv2d_stride1_passes_take_it_and_strided_ones_keep_einsum():
     stride1 = text[text.index("def _forward_train_stride1") :]
     stride1 = stride1[: stride1.index("def _backward_train(")]
     stride1 += text[text.index("def _backward_train_stride1") :]
-    assert "np.matmul(" in stride1 and "sliding_window_view(" not in stride1
+    assert "np.matmul(" in stride1
+    # Windows only as the fallback: a kernel far wider than the image, or a
+    # weight gradient that met inf or NaN.
+    for line in stride1.splitlines():
+        if "sliding_window_view(" in line:
+            assert line.startswith(" " * 12)
+    fallbacks = re.findall(r"^ {8}if c\d+ is None:$", stride1, re.MULTILINE)
+    assert len(fallbacks) == 3
     strided = text[text.index("def _backward_train(") :]
     strided = strided[: strided.index("def _backward_train_stride1")]
     assert "sliding_window_view(" in strided
@@ -158,3 +169,52 @@ def test_conv2d_stride1_matches_torch_on_any_shape(
     for ours, theirs in zip((input_grad, conv.gradW, conv.gradb), grads, strict=True):
         np.testing.assert_allclose(ours, theirs.numpy(), **tolerance)
     assert y.dtype == dtype and input_grad.dtype == dtype
+
+
+def direct_weight_gradient(x, output_grad, kernel_size, padding):
+    """sum over b, i, j of output_grad * x at each kernel offset, valid positions
+    only (as PyTorch sums them): an inf meets only the offsets that read it."""
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    rows, columns = output_grad.shape[2:]
+    grad = np.empty((output_grad.shape[1], x.shape[1], kernel_size, kernel_size))
+    for kh, kw in itertools.product(range(kernel_size), repeat=2):
+        window = padded[:, :, kh : kh + rows, kw : kw + columns]
+        grad[:, :, kh, kw] = np.einsum("boij,bcij->oc", output_grad, window)
+    return grad
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("special", [np.inf, np.nan])
+def test_conv2d_weight_gradient_keeps_inf_to_the_offsets_that_read_it(padding, special):
+    """Past each row's end the plane's products meet zeros; 0 * inf there must
+    not turn the other offsets' weight gradients into NaN."""
+    from layers.generated import Conv2d
+
+    conv = Conv2d(1, 2, 3, padding=padding, rng=0)
+    x = normal((1, 1, 4, 4))
+    x[0, 0, 0, 3] = special
+    output_grad = normal(conv.forward(x).shape, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conv.backward(x, output_grad)
+    expected = direct_weight_gradient(x, output_grad, 3, padding)
+    np.testing.assert_array_equal(np.isfinite(conv.gradW), np.isfinite(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(conv.gradW[finite], expected[finite], rtol=1e-12)
+
+
+def test_conv2d_kernel_far_wider_than_the_image_stays_small():
+    """A 41x41 kernel on a 1x1 image: the flat plane's rows would be all but
+    padding (its im2col 70 MB), so the windows' einsum does it (2 MB)."""
+    from layers.generated import Conv2d
+
+    conv = Conv2d(8, 8, 41, rng=0)
+    x = normal((16, 8, 1, 1))
+    tracemalloc.start()
+    try:
+        y = conv.forward(x)
+        conv.backward(x, normal(y.shape, seed=1))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20

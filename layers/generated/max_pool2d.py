@@ -115,13 +115,29 @@ class MaxPool2d(Module):
         first2 = np.argmax(candidates1, axis=-1)
         y = np.take_along_axis(candidates1, first2[..., None], axis=-1)[..., 0]
         y_argmax_kh, y_argmax_kw = np.unravel_index(first2, (K, K))
-        scattered4 = np.zeros((B, C, H + max(0, -H + Ho*S + K - S), W + max(0, K + S*Wo - S - W)), dtype=np.result_type(output_grad))
-        # One strided slice-add per kernel offset: a loop over offsets.
-        for kh_0 in range(K):
-            for kw_1 in range(K):
-                with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
-                    value3 = np.where(np.logical_and(np.equal(kh_0, y_argmax_kh), np.equal(kw_1, y_argmax_kw)), output_grad, dtype.type(0))
-                scattered4[:, :, kh_0:Ho*S - S + kh_0 + 1:S, kw_1:S*Wo - S + kw_1 + 1:S] += value3
-        scattered4 = scattered4[:, :, 0:H, 0:W]
-        input_grad = scattered4
+        if K**2 <= 16:
+            scattered4 = np.zeros((B, C, H + max(0, -H + Ho*S + K - S), W + max(0, K + S*Wo - S - W)), dtype=np.result_type(output_grad))
+            # One strided slice-add per kernel offset: a loop over offsets.
+            for kh_0 in range(K):
+                for kw_1 in range(K):
+                    with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
+                        value3 = np.where(np.logical_and(np.equal(kh_0, y_argmax_kh), np.equal(kw_1, y_argmax_kw)), output_grad, dtype.type(0))
+                    scattered4[:, :, kh_0:Ho*S - S + kh_0 + 1:S, kw_1:S*Wo - S + kw_1 + 1:S] += value3
+            scattered4 = scattered4[:, :, 0:H, 0:W]
+            scattered11 = scattered4
+        else:
+            t5 = output_grad.copy()
+            at6 = np.arange(B)[:, None, None, None]
+            at7 = np.arange(C)[None, :, None, None]
+            at8 = S*np.arange(Ho)[None, None, :, None] + y_argmax_kh
+            at9 = S*np.arange(Wo)[None, None, None, :] + y_argmax_kw
+            at8_low = max(0, -int(at8.min()))
+            at8_high = max(0, int(at8.max()) - H + 1)
+            at9_low = max(0, -int(at9.min()))
+            at9_high = max(0, int(at9.max()) - W + 1)
+            scattered10 = np.zeros((B, C, H + at8_low + at8_high, W + at9_low + at9_high), dtype=t5.dtype)
+            np.add.at(scattered10, (at6, at7, at8 + at8_low, at9 + at9_low,), np.broadcast_to(t5, (B, C, Ho, Wo)))
+            scattered10 = scattered10[0:B, 0:C, at8_low:at8_low + H, at9_low:at9_low + W]
+            scattered11 = scattered10
+        input_grad = scattered11
         return (input_grad.astype(dtype, copy=False),)
