@@ -22,8 +22,7 @@ Derived backward passes (vector-Jacobian products):
         grad_var[n] = -Sum((-mean[n] + xs[b, n])*output_grad[b, n], (b, 0, B - 1))/(2*(EPS + var[n])**(3/2))
         grad_mean[n] = -Sum(output_grad[b, n], (b, 0, B - 1))/sqrt(EPS + var[n])
         grad_xs[b, n] = output_grad[b, n]/sqrt(EPS + var[n]) + 2*(-mean[n] + xs[b, n])*grad_var[n]/B + grad_mean[n]/B
-        grad_shift[n] = -Sum(grad_xs[b, n], (b, 0, B - 1))
-        input_grad[b, n] = KroneckerDelta(0, b)*grad_shift[n] + grad_xs[b, n]
+        input_grad[b, n] = grad_xs[b, n]
 
     evaluate:
         input_grad[b, n] = output_grad[b, n]/sqrt(EPS + moving_variance[n])
@@ -147,11 +146,7 @@ class BatchNormalization(Module):
         grad_mean = -c7*v8
         v9 = 2*grad_var/B
         grad_xs = output_grad*v8[None, :] + v2*v9[None, :] + grad_mean[None, :]/B
-        c10 = np.einsum('bn->n', grad_xs)
-        grad_shift = -c10
-        input_grad = grad_xs.copy()
-        t11 = grad_shift
-        input_grad[0, :] += t11[:]
+        input_grad = grad_xs
         return (input_grad.astype(dtype, copy=False),)
 
     def _backward_evaluate(self, x, output_grad):
