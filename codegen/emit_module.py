@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from codegen.inplace import resolve
 from codegen.lower import Lowerer
 from codegen.names import Letters, Names
 from derivations.calculus import FreshIndices, normalize
@@ -280,10 +281,10 @@ class _ModuleEmitter:
         output = (
             arrays.get(definitions[-1].name) or lowerer.arrays[definitions[-1].name]
         )
-        body = lowerer.lines + updates + [f"return {output}.astype(dtype, copy=False)"]
-        body = _used(lines, body) + body
-        self.functions[f"forward {mode}"] = lowerer.lines
-        return body
+        tail = updates + [f"return {output}.astype(dtype, copy=False)"]
+        body = resolve(lowerer.lines + tail, lowerer.owned)
+        self.functions[f"forward {mode}"] = body[: -len(tail)]
+        return _used(lines, body) + body
 
     def backward_function(self, mode: str, model=None, label="") -> list[str]:
         names, scalars, arrays = self._scope()
@@ -335,8 +336,10 @@ class _ModuleEmitter:
                 )
                 returned.append(code)
         returned[0] = f"{returned[0]}.astype(dtype, copy=False)"
-        self.functions[f"backward {mode}"] = lowerer.lines
-        body = lowerer.lines + ["return (" + ", ".join(returned) + ",)"]
+        body = resolve(
+            lowerer.lines + ["return (" + ", ".join(returned) + ",)"], lowerer.owned
+        )
+        self.functions[f"backward {mode}"] = body[:-1]
         return _used(lines, body) + body
 
     # The class.

@@ -100,18 +100,21 @@ class BatchNormalization(Module):
         xs = -shift[None, :] + x
         c0 = np.einsum('bn->n', xs)
         mean = c0/B
-        v2 = -mean[None, :] + xs
-        v1 = v2**2
-        c3 = np.einsum('bn->n', v1)
-        var = c3/B
-        v4 = EPS + var
-        v5 = 1/np.sqrt(v4)
-        y = v2*v5[None, :]
-        v7 = mean + shift
-        updated6 = alpha*moving_mean + v7*(1 - alpha)
-        updated8 = alpha*moving_variance + var*(1 - alpha)
-        self.moving_mean = updated6
-        self.moving_variance = updated8
+        # In place: xs is not read after this statement.
+        xs -= mean[None, :]
+        v1 = xs
+        c2 = np.einsum('bn,bn->n', v1, v1)
+        var = c2/B
+        v3 = EPS + var
+        v4 = 1/np.sqrt(v3)
+        # In place: v1 is not read after this statement.
+        v1 *= v4[None, :]
+        y = v1
+        v6 = mean + shift
+        updated5 = alpha*moving_mean + v6*(1 - alpha)
+        updated7 = alpha*moving_variance + var*(1 - alpha)
+        self.moving_mean = updated5
+        self.moving_variance = updated7
         return y.astype(dtype, copy=False)
 
     def _forward_evaluate(self, x):
@@ -122,7 +125,9 @@ class BatchNormalization(Module):
         v0 = EPS + moving_variance
         v1 = 1/np.sqrt(v0)
         v2 = -moving_mean[None, :] + x
-        y = v1[None, :]*v2
+        # In place: v2 is not read after this statement.
+        v2 *= v1[None, :]
+        y = v2
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
@@ -133,19 +138,30 @@ class BatchNormalization(Module):
         xs = -shift[None, :] + x
         c0 = np.einsum('bn->n', xs)
         mean = c0/B
-        v2 = -mean[None, :] + xs
-        v1 = v2**2
-        c3 = np.einsum('bn->n', v1)
-        var = c3/B
-        c4 = np.einsum('bn,bn->n', v2, output_grad)
-        v5 = EPS + var
-        v6 = v5**(-3/2)
-        grad_var = -1/2*c4*v6
-        c7 = np.einsum('bn->n', output_grad)
-        v8 = 1/np.sqrt(v5)
-        grad_mean = -c7*v8
-        v9 = 2*grad_var/B
-        grad_xs = output_grad*v8[None, :] + v2*v9[None, :] + grad_mean[None, :]/B
+        # In place: xs is not read after this statement.
+        xs -= mean[None, :]
+        v1 = xs
+        c2 = np.einsum('bn,bn->n', v1, v1)
+        var = c2/B
+        c3 = np.einsum('bn,bn->n', v1, output_grad)
+        v4 = EPS + var
+        v5 = v4**(-3/2)
+        grad_var = -1/2*c3*v5
+        c6 = np.einsum('bn->n', output_grad)
+        v7 = 1/np.sqrt(v4)
+        grad_mean = -c6*v7
+        v8 = 2*grad_var/B
+        # In place: v1 is not read after this statement.
+        # A block of rows at a time: it stays in cache from one update to the
+        # next, and the temporaries of a block are small.
+        step = max(1, 32768 // v1[0].size)
+        for start in range(0, B, step):
+            rows = slice(start, start + step)
+            block = v1[rows]
+            block *= v8[None, :]
+            block += output_grad[rows]*v7[None, :]
+            block += grad_mean[None, :]/B
+        grad_xs = v1
         input_grad = grad_xs
         return (input_grad.astype(dtype, copy=False),)
 
