@@ -46,6 +46,7 @@ class BatchNormalization(Module):
         self.alpha = expect_probability("BatchNormalization", "alpha", alpha)
         self.moving_mean = None
         self.moving_variance = None
+        self._kept_train = None
 
     def _compute_output(self, input):
         x, _ = expect_array("BatchNormalization", "input", input, ('batch', 'N'))
@@ -115,7 +116,21 @@ class BatchNormalization(Module):
         updated7 = alpha*moving_variance + var*(1 - alpha)
         self.moving_mean = updated5
         self.moving_variance = updated7
+        self._kept_train = (x, x.shape, x.dtype, shift, mean, var)
         return y.astype(dtype, copy=False)
+
+    def _compute_kept_train(self, x):
+        B = x.shape[0]
+        shift = x[0]
+        xs = -shift[None, :] + x
+        c0 = np.einsum('bn->n', xs)
+        mean = c0/B
+        # In place: xs is not read after this statement.
+        xs -= mean[None, :]
+        v1 = xs
+        c2 = np.einsum('bn,bn->n', v1, v1)
+        var = c2/B
+        return (shift, mean, var,)
 
     def _forward_evaluate(self, x):
         dtype = x.dtype
@@ -134,34 +149,34 @@ class BatchNormalization(Module):
         dtype = x.dtype
         B = x.shape[0]
         EPS = self.EPS
-        shift = x[0]
+        kept = self._kept_train
+        if kept is None or kept[0] is not x or kept[1:3] != (x.shape, x.dtype):
+            # Not the input of the last forward pass: compute them again.
+            kept = (None, None, None, *self._compute_kept_train(x))
+        shift, mean, var = kept[3:]
         xs = -shift[None, :] + x
-        c0 = np.einsum('bn->n', xs)
-        mean = c0/B
         # In place: xs is not read after this statement.
         xs -= mean[None, :]
-        v1 = xs
-        c2 = np.einsum('bn,bn->n', v1, v1)
-        var = c2/B
-        c3 = np.einsum('bn,bn->n', v1, output_grad)
-        v4 = EPS + var
-        v5 = v4**(-3/2)
-        grad_var = -1/2*c3*v5
-        c6 = np.einsum('bn->n', output_grad)
-        v7 = 1/np.sqrt(v4)
-        grad_mean = -c6*v7
-        v8 = 2*grad_var/B
-        # In place: v1 is not read after this statement.
+        v0 = xs
+        c1 = np.einsum('bn,bn->n', v0, output_grad)
+        v2 = EPS + var
+        v3 = v2**(-3/2)
+        grad_var = -1/2*c1*v3
+        c4 = np.einsum('bn->n', output_grad)
+        v5 = 1/np.sqrt(v2)
+        grad_mean = -c4*v5
+        v6 = 2*grad_var/B
+        # In place: v0 is not read after this statement.
         # A block of rows at a time: it stays in cache from one update to the
         # next, and the temporaries of a block are small.
-        step = max(1, 32768 // v1[0].size)
+        step = max(1, 32768 // v0[0].size)
         for start in range(0, B, step):
             rows = slice(start, start + step)
-            block = v1[rows]
-            block *= v8[None, :]
-            block += output_grad[rows]*v7[None, :]
+            block = v0[rows]
+            block *= v6[None, :]
+            block += output_grad[rows]*v5[None, :]
             block += grad_mean[None, :]/B
-        grad_xs = v1
+        grad_xs = v0
         input_grad = grad_xs
         return (input_grad.astype(dtype, copy=False),)
 
