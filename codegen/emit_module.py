@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from codegen.inplace import resolve
 from codegen.lower import Lowerer
 from codegen.names import Letters, Names
 from derivations.calculus import FreshIndices, normalize
@@ -281,12 +282,56 @@ class _ModuleEmitter:
         output = (
             arrays.get(definitions[-1].name) or lowerer.arrays[definitions[-1].name]
         )
-        body = lowerer.lines + updates + [f"return {output}.astype(dtype, copy=False)"]
-        body = _used(lines, body) + body
+        tail = updates + [f"return {output}.astype(dtype, copy=False)"]
+        kept = model.modes[mode].kept
+        if kept:
+            x = arrays[model.input_tensor.name]
+            codes = ", ".join(lowerer.arrays[name] for name in kept)
+            tail.insert(-1, f"self._kept_{mode} = ({x}, {x}.shape, {x}.dtype, {codes})")
+        body = resolve(lowerer.lines + tail, lowerer.owned)
         self.functions[f"forward {mode} ({label})" if label else f"forward {mode}"] = (
-            lowerer.lines
+            body[: -len(tail)]
         )
-        return body
+        return _used(lines, body) + body
+
+    def kept_function(self, mode: str) -> list[str]:
+        """``_compute_kept_<mode>``: the kept definitions, for a backward pass on
+        an input the last forward pass did not see."""
+        names, scalars, arrays = self._scope()
+        model = self.model
+        definitions = model.modes[mode].definitions
+        kept = model.modes[mode].kept
+        context = f"kept definitions of model {model.name} ({mode})"
+        lowerer = Lowerer(
+            names, self.letters, scalars, arrays, model.example_sizes, context
+        )
+        lines = self._prologue(lowerer, scalars, arrays, mode, backward=True)
+        needed = _closure(definitions, set(kept))
+        for definition in definitions:
+            if definition.name in needed:
+                _lower_definition(lowerer, names, definition)
+        codes = ", ".join(lowerer.arrays[name] for name in kept)
+        body = resolve(lowerer.lines + [f"return ({codes},)"], lowerer.owned)
+        return _used(lines, body) + body
+
+    def _read_kept(self, lowerer, names, mode: str) -> None:
+        """Binds the kept definitions: the last forward pass's when it saw this
+        input, computed again otherwise."""
+        kept = self.model.modes[mode].kept
+        x = self.input_code
+        saved = names.name(("kept",), "kept")
+        for name in kept:
+            lowerer.arrays[name] = names.name(("def", name), name)
+        codes = ", ".join(lowerer.arrays[name] for name in kept)
+        for line in [
+            f"{saved} = self._kept_{mode}",
+            f"if {saved} is None or {saved}[0] is not {x} "
+            f"or {saved}[1:3] != ({x}.shape, {x}.dtype):",
+            "    # Not the input of the last forward pass: compute them again.",
+            f"    {saved} = (None, None, None, *self._compute_kept_{mode}({x}))",
+            f"{codes}{',' if len(kept) == 1 else ''} = {saved}[3:]",
+        ]:
+            lowerer.emit(line)
 
     def backward_function(self, mode: str, model=None, label="") -> list[str]:
         names, scalars, arrays = self._scope()
@@ -300,6 +345,10 @@ class _ModuleEmitter:
         lowerer.arrays["output_grad"] = "output_grad"
         lowerer.scalars[sp.Symbol("output_grad")] = "output_grad"
         lines = self._prologue(lowerer, scalars, arrays, mode, backward=True)
+        # A specialized model's definitions differ from the ones forward kept.
+        kept = set(model.modes[mode].kept) if model is self.model else set()
+        if kept:
+            self._read_kept(lowerer, names, mode)
 
         # Recompute the forward intermediates the adjoints read.
         definitions = model.modes[mode].definitions
@@ -310,13 +359,9 @@ class _ModuleEmitter:
         for definition in definitions:
             if any(str(base.label) in needed for _, base in argmax_bases(definition)):
                 needed.add(definition.name)
-        for definition in reversed(definitions):
-            if definition.name in needed:
-                needed |= {
-                    str(r.base.label) for r in definition.expression.atoms(sp.Indexed)
-                }
+        needed = _closure(definitions, needed, stop=kept)
         for definition in definitions:
-            if definition.name in needed:
+            if definition.name in needed and definition.name not in kept:
                 _lower_definition(lowerer, names, definition)
 
         results = {}
@@ -338,8 +383,10 @@ class _ModuleEmitter:
                 )
                 returned.append(code)
         returned[0] = f"{returned[0]}.astype(dtype, copy=False)"
-        self.functions[f"backward {mode}"] = lowerer.lines
-        body = lowerer.lines + ["return (" + ", ".join(returned) + ",)"]
+        body = resolve(
+            lowerer.lines + ["return (" + ", ".join(returned) + ",)"], lowerer.owned
+        )
+        self.functions[f"backward {mode}"] = body[:-1]
         return _used(lines, body) + body
 
     # The class.
@@ -539,6 +586,9 @@ class _ModuleEmitter:
                     "self.generator = generator",
                     f"self.{tensor.attribute} = None",
                 ]
+        for mode in model.modes.values():
+            if mode.kept:
+                body.append(f"self._kept_{mode.name} = None")
         if model.parameters:
             body.append("self._pending_parameters_grad = None")
         return lines + _indent(body, 1)
@@ -687,6 +737,9 @@ class _ModuleEmitter:
                 special = model.specialized(substitution)
                 lines += ["", f"    def _forward_{mode}_{label}(self, {arguments}):"]
                 lines += _indent(self.forward_function(mode, special, label), 2)
+            if model.modes[mode].kept:
+                lines += ["", f"    def _compute_kept_{mode}(self, {self.input_code}):"]
+                lines += _indent(self.kept_function(mode), 2)
         arguments = f"{self.input_code}{targets}, output_grad"
         for group in groups:
             mode = group[0]
@@ -708,6 +761,18 @@ class _ModuleEmitter:
                 f"    return self._{kind}_{mode}_{label}({arguments})",
             ]
         return lines
+
+
+def _closure(definitions, wanted, stop=()) -> set:
+    """``wanted`` and every definition they read, directly or not; a definition
+    in ``stop`` is taken as given, and what it reads is not added for it."""
+    needed = set(wanted)
+    for definition in reversed(definitions):
+        if definition.name in needed and definition.name not in stop:
+            needed |= {
+                str(r.base.label) for r in definition.expression.atoms(sp.Indexed)
+            }
+    return needed
 
 
 def _lower_definition(lowerer: Lowerer, names: Names, definition) -> None:

@@ -18,6 +18,8 @@ from sympy.codegen.cfunctions import log1p
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pycode import PythonCodePrinter
 
+from codegen.inplace import InPlace
+from codegen.inplace import plan as plan_in_place
 from codegen.lower_windows import economical, emit_correlation, plan_correlation
 from codegen.names import Letters, Names
 from derivations.affine import InRange, affine_parts, value_range
@@ -132,6 +134,9 @@ class Lowerer:
         self.selections: dict[str, sp.Idx] = {}
         # Arrays the caller owns: a result that is one of them must be copied.
         self.external = set(self.arrays.values()) | {"output_grad"}
+        # Arrays this pass allocates, with their indices: candidates to be
+        # overwritten by a later statement once nothing reads them.
+        self.owned: dict[str, tuple] = {}
         self.array_printer = _ArrayPrinter()
         self.scalar_printer = _ScalarPrinter()
 
@@ -154,6 +159,9 @@ class Lowerer:
         return self.scalar_printer.doprint(self._symbols(expr))
 
     def emit(self, line: str) -> None:
+        if isinstance(line, InPlace):
+            self.lines.append(line)
+            return
         if "np.where(" in line and not line.lstrip().startswith("#"):
             # np.where computes every branch everywhere: overflow or 0 * inf in
             # a branch not taken must not warn, or raise under np.errstate.
@@ -380,7 +388,11 @@ class Lowerer:
         if key not in self.cache:
             own = tuple(self._ordered(expr.atoms(sp.Idx)))
             name = self.names.temporary("v")
-            self.emit(f"{name} = {self.elementwise(expr, own)}")
+            line = f"{name} = {self.elementwise(expr, own)}"
+            if self._allocates_floats([expr]):
+                line = plan_in_place(self, self._restructure(expr), own, name, line)
+                self.owned[name] = own
+            self.emit(line)
             base = sp.IndexedBase(name, shape=tuple(i.upper + 1 for i in own))
             self.arrays[name] = name
             self.cache[key] = base[own] if own else sp.Symbol(name)
@@ -497,8 +509,34 @@ class Lowerer:
         elif total in self.external or (fresh and total.isidentifier()):
             # A bare read: copy, so the result never aliases another array.
             total = f"{total}.copy()"
-        self.emit(f"{name} = {total}")
+        line = f"{name} = {total}"
+        bare = len(terms) == 1 and isinstance(terms[0].factor, (sp.Indexed, sp.Symbol))
+        if (not bare or total.endswith(".copy()")) and self._allocates_floats(
+            [term.factor for term in terms]
+        ):
+            if covered == set(indices) and not any(term.summed for term in terms):
+                shaped = sp.Add(
+                    *(self._restructure(self._hoist_scalars(t.factor)) for t in terms),
+                    evaluate=False,
+                )
+                line = plan_in_place(self, shaped, indices, name, line)
+            self.owned[name] = tuple(indices)
+        self.emit(line)
         return name
+
+    def _allocates_floats(self, exprs) -> bool:
+        """Whether arithmetic on ``exprs`` makes a new floating-point array: it
+        reads an input, parameter, state or array of this pass, and compares
+        nothing (``np.where`` of integers would give integers)."""
+        for expr in exprs:
+            if expr.has(sp.Piecewise) or expr.atoms(sp.Rel):
+                return False
+        for expr in exprs:
+            for read in expr.atoms(sp.Indexed):
+                code = self.arrays.get(str(read.base.label))
+                if code in self.external or code in self.owned:
+                    return True
+        return False
 
     def _scatter(self, term, indices, into=None) -> str | None:
         """A term whose deltas tie target axes to other indices: scatter-add.
@@ -826,13 +864,17 @@ class Lowerer:
     def _operands(self, inside, indices):
         operands = []
         for arg in sp.Mul.make_args(inside):
+            # A square is its base twice: einsum multiplies as it sums, with no
+            # array of squares in between.
+            count = 1
+            if arg.is_Pow and arg.exp == 2:
+                arg, count = arg.base, 2
             if isinstance(arg, sp.Indexed):
-                operands.append(self.read(arg))
+                operands += [self.read(arg)] * count
                 continue
             named = self._named(arg)
-            operands.append(
-                self.read(named) if isinstance(named, sp.Indexed) else named
-            )
+            operand = self.read(named) if isinstance(named, sp.Indexed) else named
+            operands += [operand] * count
         kept = [i for i in indices if any(i in op.indices for op in operands)]
         return operands, kept
 

@@ -35,6 +35,7 @@ from derivations.notation import (
     Tensor,
     select_maximum,
 )
+from derivations.vanishing import sums_adjoints, vanishes
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Backward:
     mode: Mode
     output_grad: sp.IndexedBase
     adjoints: list[Adjoint]
+    vanished: list[str] = field(default_factory=list)
 
     def gradient(self, tensor_name: str) -> Adjoint | None:
         for adjoint in self.adjoints:
@@ -183,6 +185,9 @@ def derive_backward(model: Model, mode_name: str) -> Backward:
     steps: dict[str, list[Step]] = {}
     adjoints = []
     identities = sum_definitions(mode.definitions)
+    # Formulas of the adjoints so far, to show that a later one is zero.
+    known: dict[str, tuple] = {}
+    vanished = []
 
     for definition in reversed(mode.definitions):
         context = f"definition {definition.name!r} of model {model.name}"
@@ -196,7 +201,12 @@ def derive_backward(model: Model, mode_name: str) -> Backward:
                 definition.name,
                 steps.get(definition.name, []),
             )
+            if _is_zero(adjoint, known, fresh, model, identities, context):
+                # Nothing flows back through it: the output does not depend on it.
+                vanished.append(adjoint.name)
+                continue
             adjoints.append(adjoint)
+            known[adjoint.name] = (adjoint.indices, adjoint.expression)
             adjoint_bases[definition.name] = adjoint.base
         grad = adjoint_bases[definition.name]
         with located(context):
@@ -241,16 +251,36 @@ def derive_backward(model: Model, mode_name: str) -> Backward:
         if not contributions.get(tensor.name):
             continue
         name = "input_grad" if tensor.role == "input" else f"grad_{tensor.name}"
-        adjoints.append(
-            _make_adjoint(
-                name,
-                tensor.indices,
-                contributions[tensor.name],
-                tensor.name,
-                steps.get(tensor.name, []),
-            )
+        adjoint = _make_adjoint(
+            name,
+            tensor.indices,
+            contributions[tensor.name],
+            tensor.name,
+            steps.get(tensor.name, []),
         )
-    return Backward(model, mode, output_grad, adjoints)
+        context = f"gradient of {tensor.name!r} of model {model.name}"
+        if _is_zero(adjoint, known, fresh, model, identities, context):
+            vanished.append(adjoint.name)
+            continue
+        adjoints.append(adjoint)
+    return Backward(model, mode, output_grad, adjoints, vanished)
+
+
+def _is_zero(adjoint, known, fresh, model, identities, context) -> bool:
+    """Whether ``adjoint`` is identically zero; tried only where it sums over
+    another adjoint, which is where an invariance of the output shows."""
+    if not sums_adjoints(adjoint.terms, known):
+        return False
+    with located(context):
+        return vanishes(
+            adjoint.terms,
+            known,
+            fresh,
+            model.indices,
+            identities=identities,
+            free=adjoint.indices,
+            context=context,
+        )
 
 
 def _adjoint_read(name, indices):

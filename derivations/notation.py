@@ -182,6 +182,8 @@ class Mode:
     name: str
     definitions: list = field(default_factory=list)
     updates: list = field(default_factory=list)
+    # Definitions the forward pass keeps for a backward pass on the same input.
+    kept: list = field(default_factory=list)
 
     @property
     def output(self) -> Definition:
@@ -360,6 +362,28 @@ class Model:
         self._current.updates.append(
             Update(state, tuple(indices), sp.sympify(expression))
         )
+
+    def keep_for_backward(self, *definitions: Definition) -> None:
+        """The current mode's forward pass keeps these definitions, and a
+        backward pass on the same input object reads them instead of computing
+        them again, as PyTorch keeps a batch normalization's mean and inverse
+        standard deviation.
+
+        Meant for small definitions (per-feature statistics) that cost full
+        passes over the input. The generated layer recognizes the input by
+        identity, shape and dtype, so a caller that changes the input in place
+        between forward and backward gets gradients of the old values.
+        """
+        if self._current is None:
+            raise ModelError(f"model {self.name}: keep_for_backward inside a mode")
+        defined = {d.name for d in self._current.definitions}
+        for definition in definitions:
+            if getattr(definition, "name", None) not in defined:
+                raise ModelError(
+                    f"model {self.name}: keep_for_backward expects definitions of "
+                    f"mode {self._current.name!r}; got {definition!r}"
+                )
+            self._current.kept.append(definition.name)
 
     def specialize(self, condition: str, substitution: dict, label: str) -> None:
         """Also derive the backward pass with ``substitution`` applied, used at

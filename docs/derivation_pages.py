@@ -294,6 +294,20 @@ def _backward_section(model: Model, mode_name: str, emitted: Emitted) -> str:
             "sum of a normalization vanishes):\n"
         )
         parts.append(_displays(identities))
+    if backward.vanished:
+        names = ", ".join(f"`{name}`" for name in backward.vanished)
+        parts.append(
+            f"Dropped as identically zero: {names}. Substituting the adjoints it "
+            "reads and applying the identities gives exactly 0: the output does "
+            "not change with that intermediate, so nothing flows back through "
+            "it.\n"
+        )
+    if mode.kept:
+        names = ", ".join(f"`{name}`" for name in mode.kept)
+        parts.append(
+            f"The forward pass keeps {names}; a backward pass on the same input "
+            "object reads them instead of computing them again.\n"
+        )
     if chunks.get("forward"):
         parts.append("The backward pass first recomputes the forward intermediates:\n")
         parts.append(_code("\n".join(chunks["forward"])))

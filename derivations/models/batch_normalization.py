@@ -36,6 +36,8 @@ def build() -> Model:
             "var", (n,), Sum((xs[b, n] - mean[n]) ** 2, (b, 0, B - 1)) / B
         )
         model.define("y", (b, n), (xs[b, n] - mean[n]) / sqrt(var[n] + eps))
+        # Two passes over the input that a backward on the same input skips.
+        model.keep_for_backward(shift, mean, var)
         model.update(
             moving_mean,
             (n,),

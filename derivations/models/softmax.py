@@ -4,8 +4,10 @@ Both subtract each row's maximum first, so that logits of 1000 and -1000 give
 finite results: ``shift[b] = max_n x[b, n]``,
 ``softmax[b, n] = exp(x[b, n] - shift[b]) / sum_m exp(x[b, m] - shift[b])``,
 ``logsoftmax[b, n] = x[b, n] - shift[b] - log(sum_m exp(x[b, m] - shift[b]))``.
-The shift cancels in the value; the engine still differentiates through it (at
-the row's argmax), and those terms cancel too.
+The shift cancels in the value. For LogSoftMax the engine proves that the
+shift's gradient is zero and drops it; for SoftMax it cannot (the shift cancels
+only through exp), so it differentiates through the row's argmax, and those
+terms cancel numerically.
 """
 
 from sympy import Sum, exp, log

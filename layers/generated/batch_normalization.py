@@ -22,8 +22,7 @@ Derived backward passes (vector-Jacobian products):
         grad_var[n] = -Sum((-mean[n] + xs[b, n])*output_grad[b, n], (b, 0, B - 1))/(2*(EPS + var[n])**(3/2))
         grad_mean[n] = -Sum(output_grad[b, n], (b, 0, B - 1))/sqrt(EPS + var[n])
         grad_xs[b, n] = output_grad[b, n]/sqrt(EPS + var[n]) + 2*(-mean[n] + xs[b, n])*grad_var[n]/B + grad_mean[n]/B
-        grad_shift[n] = -Sum(grad_xs[b, n], (b, 0, B - 1))
-        input_grad[b, n] = KroneckerDelta(0, b)*grad_shift[n] + grad_xs[b, n]
+        input_grad[b, n] = grad_xs[b, n]
 
     evaluate:
         input_grad[b, n] = output_grad[b, n]/sqrt(EPS + moving_variance[n])
@@ -47,6 +46,7 @@ class BatchNormalization(Module):
         self.alpha = expect_probability("BatchNormalization", "alpha", alpha)
         self.moving_mean = None
         self.moving_variance = None
+        self._kept_train = None
 
     def _compute_output(self, input):
         x, _ = expect_array("BatchNormalization", "input", input, ('batch', 'N'))
@@ -101,19 +101,36 @@ class BatchNormalization(Module):
         xs = -shift[None, :] + x
         c0 = np.einsum('bn->n', xs)
         mean = c0/B
-        v2 = -mean[None, :] + xs
-        v1 = v2**2
-        c3 = np.einsum('bn->n', v1)
-        var = c3/B
-        v4 = EPS + var
-        v5 = 1/np.sqrt(v4)
-        y = v2*v5[None, :]
-        v7 = mean + shift
-        updated6 = alpha*moving_mean + v7*(1 - alpha)
-        updated8 = alpha*moving_variance + var*(1 - alpha)
-        self.moving_mean = updated6
-        self.moving_variance = updated8
+        # In place: xs is not read after this statement.
+        xs -= mean[None, :]
+        v1 = xs
+        c2 = np.einsum('bn,bn->n', v1, v1)
+        var = c2/B
+        v3 = EPS + var
+        v4 = 1/np.sqrt(v3)
+        # In place: v1 is not read after this statement.
+        v1 *= v4[None, :]
+        y = v1
+        v6 = mean + shift
+        updated5 = alpha*moving_mean + v6*(1 - alpha)
+        updated7 = alpha*moving_variance + var*(1 - alpha)
+        self.moving_mean = updated5
+        self.moving_variance = updated7
+        self._kept_train = (x, x.shape, x.dtype, shift, mean, var)
         return y.astype(dtype, copy=False)
+
+    def _compute_kept_train(self, x):
+        B = x.shape[0]
+        shift = x[0]
+        xs = -shift[None, :] + x
+        c0 = np.einsum('bn->n', xs)
+        mean = c0/B
+        # In place: xs is not read after this statement.
+        xs -= mean[None, :]
+        v1 = xs
+        c2 = np.einsum('bn,bn->n', v1, v1)
+        var = c2/B
+        return (shift, mean, var,)
 
     def _forward_evaluate(self, x):
         dtype = x.dtype
@@ -123,35 +140,44 @@ class BatchNormalization(Module):
         v0 = EPS + moving_variance
         v1 = 1/np.sqrt(v0)
         v2 = -moving_mean[None, :] + x
-        y = v1[None, :]*v2
+        # In place: v2 is not read after this statement.
+        v2 *= v1[None, :]
+        y = v2
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
         dtype = x.dtype
         B = x.shape[0]
         EPS = self.EPS
-        shift = x[0]
+        kept = self._kept_train
+        if kept is None or kept[0] is not x or kept[1:3] != (x.shape, x.dtype):
+            # Not the input of the last forward pass: compute them again.
+            kept = (None, None, None, *self._compute_kept_train(x))
+        shift, mean, var = kept[3:]
         xs = -shift[None, :] + x
-        c0 = np.einsum('bn->n', xs)
-        mean = c0/B
-        v2 = -mean[None, :] + xs
-        v1 = v2**2
-        c3 = np.einsum('bn->n', v1)
-        var = c3/B
-        c4 = np.einsum('bn,bn->n', v2, output_grad)
-        v5 = EPS + var
-        v6 = v5**(-3/2)
-        grad_var = -1/2*c4*v6
-        c7 = np.einsum('bn->n', output_grad)
-        v8 = 1/np.sqrt(v5)
-        grad_mean = -c7*v8
-        v9 = 2*grad_var/B
-        grad_xs = output_grad*v8[None, :] + v2*v9[None, :] + grad_mean[None, :]/B
-        c10 = np.einsum('bn->n', grad_xs)
-        grad_shift = -c10
-        input_grad = grad_xs.copy()
-        t11 = grad_shift
-        input_grad[0, :] += t11[:]
+        # In place: xs is not read after this statement.
+        xs -= mean[None, :]
+        v0 = xs
+        c1 = np.einsum('bn,bn->n', v0, output_grad)
+        v2 = EPS + var
+        v3 = v2**(-3/2)
+        grad_var = -1/2*c1*v3
+        c4 = np.einsum('bn->n', output_grad)
+        v5 = 1/np.sqrt(v2)
+        grad_mean = -c4*v5
+        v6 = 2*grad_var/B
+        # In place: v0 is not read after this statement.
+        # A block of rows at a time: it stays in cache from one update to the
+        # next, and the temporaries of a block are small.
+        step = max(1, 32768 // v0[0].size)
+        for start in range(0, B, step):
+            rows = slice(start, start + step)
+            block = v0[rows]
+            block *= v6[None, :]
+            block += output_grad[rows]*v5[None, :]
+            block += grad_mean[None, :]/B
+        grad_xs = v0
+        input_grad = grad_xs
         return (input_grad.astype(dtype, copy=False),)
 
     def _backward_evaluate(self, x, output_grad):

@@ -21,8 +21,7 @@ Derived backward passes (vector-Jacobian products):
     train:
         grad_total[b] = -Sum(output_grad[b, n], (n, 0, N - 1))/total[b]
         grad_z[b, n] = exp(z[b, n])*grad_total[b] + output_grad[b, n]
-        grad_shift[b] = -Sum(grad_z[b, n], (n, 0, N - 1))
-        input_grad[b, n] = KroneckerDelta(n, shift_argmax_n[b])*grad_shift[b] + grad_z[b, n]
+        input_grad[b, n] = grad_z[b, n]
 
 Einsum letters: b -> b, n -> n.
 """
@@ -81,16 +80,5 @@ class LogSoftMax(Module):
         c4 = np.einsum('bn->b', output_grad)
         grad_total = -c4/total
         grad_z = output_grad + grad_total[:, None]*v2
-        c5 = np.einsum('bn->b', grad_z)
-        grad_shift = -c5
-        input_grad = grad_z.copy()
-        t6 = grad_shift
-        at7 = np.arange(B)
-        at8 = shift_argmax_n
-        at8_low = max(0, -int(at8.min()))
-        at8_high = max(0, int(at8.max()) - N + 1)
-        scattered9 = np.zeros((B, N + at8_low + at8_high), dtype=t6.dtype)
-        np.add.at(scattered9, (at7, at8 + at8_low,), np.broadcast_to(t6, (B,)))
-        scattered9 = scattered9[0:B, at8_low:at8_low + N]
-        input_grad += scattered9
+        input_grad = grad_z
         return (input_grad.astype(dtype, copy=False),)

@@ -43,10 +43,10 @@ class MSECriterion(Criterion):
     def _forward_train(self, x, target):
         dtype = x.dtype
         B = x.shape[0]
-        v1 = -target + x
-        v0 = v1**2
-        c2 = np.einsum('bn->', v0)
-        loss = c2/B
+        v0 = -target + x
+        # path cost at example sizes: 1.28e+03 operations
+        c1 = np.einsum('bn,bn->', v0, v0, optimize=['einsum_path', (0, 1)])
+        loss = c1/B
         return loss.astype(dtype, copy=False)
 
     def _backward_train(self, x, target, output_grad):

@@ -51,17 +51,32 @@ class SoftPlus(Module):
         v0 = abs(x)
         v1 = np.exp(-v0)
         v2 = np.log1p(v1)
-        y = v2 + np.maximum(0, x)
+        # In place: v2 is not read after this statement.
+        v2 += np.maximum(0, x)
+        y = v2
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
         dtype = x.dtype
+        B = x.shape[0]
         v0 = abs(x)
         v1 = np.exp(-v0)
         v2 = v1 + 1
         v3 = np.sign(x)
         with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
             v4 = (np.where(np.less(x, 0), dtype.type(0), np.where(np.equal(x, 0), dtype.type(1/2), dtype.type(1))))
-        v5 = -v1*v3/v2 + v4
-        input_grad = output_grad*v5
+        # In place: v1 is not read after this statement.
+        # A block of rows at a time: it stays in cache from one update to the
+        # next, and the temporaries of a block are small.
+        step = max(1, 32768 // v1[0].size)
+        for start in range(0, B, step):
+            rows = slice(start, start + step)
+            block = v1[rows]
+            block *= v3[rows]
+            block /= v2[rows]
+            np.subtract(v4[rows], block, out=block)
+        v5 = v1
+        # In place: v5 is not read after this statement.
+        v5 *= output_grad
+        input_grad = v5
         return (input_grad.astype(dtype, copy=False),)

@@ -1,0 +1,86 @@
+"""Definitions a forward pass keeps for the backward pass on the same input.
+
+Batch normalization keeps its shift, mean and variance: a backward pass on the
+input object the last training forward saw reads them, any other input gets
+them computed again, and either way the gradient is the same.
+"""
+
+import numpy as np
+import pytest
+
+from derivations import Model, ModelError
+from layers.generated import BatchNormalization
+
+
+def _batch(seed, shape=(16, 5)):
+    rng = np.random.default_rng(seed)
+    return rng.normal(2.0, 3.0, size=shape), rng.normal(size=shape)
+
+
+def _recomputing(layer):
+    """Makes computing the kept definitions again fail, to show it is skipped."""
+
+    def refuse(x):
+        raise AssertionError("the kept definitions were computed again")
+
+    layer._compute_kept_train = refuse
+
+
+def test_backward_on_the_forward_input_reads_what_forward_kept():
+    x, output_grad = _batch(0)
+    layer = BatchNormalization()
+    layer.forward(x)
+    _recomputing(layer)
+    reused = layer.backward(x, output_grad)
+    fresh = BatchNormalization()
+    fresh.forward(x.copy())
+    # A copy is another object: its statistics are computed again, and are
+    # the same bits.
+    np.testing.assert_array_equal(fresh.backward(x.copy(), output_grad), reused)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_on_another_input_computes_them_again(dtype):
+    x, output_grad = _batch(1)
+    other, _ = _batch(2)
+    x, other, output_grad = (a.astype(dtype) for a in (x, other, output_grad))
+    layer = BatchNormalization()
+    layer.forward(x)
+    got = layer.backward(other, output_grad)
+    oracle = BatchNormalization()
+    oracle.forward(other)
+    np.testing.assert_array_equal(got, oracle.backward(other, output_grad))
+    assert not np.allclose(got, layer.backward(x, output_grad))
+
+
+def test_a_view_of_the_forward_input_is_another_input():
+    x, output_grad = _batch(3)
+    layer = BatchNormalization()
+    layer.forward(x)
+    calls = []
+    compute = layer._compute_kept_train
+    layer._compute_kept_train = lambda array: calls.append(1) or compute(array)
+    layer.backward(x[:], output_grad)
+    layer.backward(x.astype(np.float32), output_grad.astype(np.float32))
+    assert len(calls) == 2
+
+
+def test_backward_without_a_forward_computes_them():
+    x, output_grad = _batch(4)
+    layer = BatchNormalization()
+    oracle = BatchNormalization()
+    oracle.forward(x)
+    np.testing.assert_array_equal(
+        layer.backward(x, output_grad), oracle.backward(x, output_grad)
+    )
+
+
+def test_only_definitions_of_the_mode_are_kept():
+    model = Model("Kept", "a test model", source="tests/test_kept.py")
+    B = model.size("B", example=4)
+    b = model.index("b", B)
+    x = model.input("x", (b,), layout=("batch",))
+    with model.mode("train"):
+        model.define("y", (b,), 2 * x[b])
+        with pytest.raises(ModelError, match="keep_for_backward expects definitions"):
+            model.keep_for_backward(x)
