@@ -1,6 +1,8 @@
-"""Helpers shared by the test modules: random arrays and gradient checks."""
+"""Helpers shared by the test modules: random arrays, gradient checks and a
+small model family."""
 
 import numpy as np
+import sympy as sp
 
 from layers.gradcheck import check_gradients
 from layers.module import Module
@@ -134,3 +136,23 @@ def assert_runs_agree(actual, expected, rtol=1e-12, atol=1e-14):
     assert len(grads) == len(want_grads)
     for grad, want in zip(grads, want_grads, strict=True):
         np.testing.assert_allclose(grad, want, rtol=rtol, atol=atol)
+
+
+def shifted_model(output_of, name, keep=False):
+    """A model with ``shift[n] = x[0, n]``, ``xs = x - shift``, ``mean`` and
+    the output ``output_of(x, xs, mean, b, n)``; with ``keep`` the forward pass
+    keeps shift and mean for the backward pass."""
+    from derivations import Model
+
+    model = Model(name, "a test model", source="tests/helpers.py")
+    B, N = model.size("B", example=5), model.size("N", example=3)
+    b, n = model.index("b", B), model.index("n", N)
+    x = model.input("x", (b, n), layout=("batch", "N"))
+    with model.mode("train"):
+        shift = model.define("shift", (n,), x[0, n])
+        xs = model.define("xs", (b, n), x[b, n] - shift[n])
+        mean = model.define("mean", (n,), sp.Sum(xs[b, n], (b, 0, B - 1)) / B)
+        model.define("y", (b, n), output_of(x, xs, mean, b, n))
+        if keep:
+            model.keep_for_backward(shift, mean)
+    return model

@@ -9,13 +9,12 @@ array.
 import re
 
 import numpy as np
-import sympy as sp
 
 from codegen.emit_module import emit_module
 from codegen.load import layer_class
-from derivations import Model
 from derivations.models import build
 from layers.gradcheck import check_gradients
+from tests.helpers import shifted_model
 
 
 def _backward_source(model, mode="train"):
@@ -30,19 +29,11 @@ def _assigns_xs(source) -> bool:
 
 
 def _model(output_of, name):
-    """``shift``, ``xs = x - shift``, ``mean``, ``y = output_of(xs, mean)``;
-    the model keeps shift and mean, so the backward pass recomputes only xs."""
-    model = Model(name, "a test model", source="tests/test_inline_pointwise.py")
-    B, N = model.size("B", example=5), model.size("N", example=3)
-    b, n = model.index("b", B), model.index("n", N)
-    x = model.input("x", (b, n), layout=("batch", "N"))
-    with model.mode("train"):
-        shift = model.define("shift", (n,), x[0, n])
-        xs = model.define("xs", (b, n), x[b, n] - shift[n])
-        mean = model.define("mean", (n,), sp.Sum(xs[b, n], (b, 0, B - 1)) / B)
-        model.define("y", (b, n), output_of(xs[b, n], mean[n]))
-        model.keep_for_backward(shift, mean)
-    return model
+    """The backward pass of this model recomputes only xs: shift and mean are
+    kept."""
+    return shifted_model(
+        lambda x, xs, mean, b, n: output_of(xs[b, n], mean[n]), name, keep=True
+    )
 
 
 def test_batch_norm_backward_makes_the_centred_input_in_one_statement():

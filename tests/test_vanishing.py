@@ -5,27 +5,13 @@ import sympy as sp
 
 from codegen.emit_module import emit_module
 from codegen.load import layer_class
-from derivations import Model, derive_backward
+from derivations import derive_backward
 from derivations.calculus import FreshIndices, Term
 from derivations.identities import sum_definitions
 from derivations.models import build
 from derivations.vanishing import vanishes
 from layers.gradcheck import check_gradients
-
-
-def _shifted_model(output_of, name):
-    """``shift[n] = x[0, n]``, ``xs = x - shift``, ``mean``, then the output
-    ``output_of(x, xs, mean, b, n)``."""
-    model = Model(name, "a test model", source="tests/test_vanishing.py")
-    B, N = model.size("B", example=5), model.size("N", example=3)
-    b, n = model.index("b", B), model.index("n", N)
-    x = model.input("x", (b, n), layout=("batch", "N"))
-    with model.mode("train"):
-        shift = model.define("shift", (n,), x[0, n])
-        xs = model.define("xs", (b, n), x[b, n] - shift[n])
-        mean = model.define("mean", (n,), sp.Sum(xs[b, n], (b, 0, B - 1)) / B)
-        model.define("y", (b, n), output_of(x, xs, mean, b, n))
-    return model
+from tests.helpers import shifted_model
 
 
 def _centred(x, xs, mean, b, n):
@@ -55,7 +41,7 @@ def test_log_softmax_drops_the_shift_gradient_and_softmax_keeps_what_it_cannot_p
 
 def test_a_shift_that_cancels_in_the_output_gets_no_gradient():
     """(xs - mean)**3 does not change when every sample moves by one amount."""
-    model = _shifted_model(_centred, "Centred")
+    model = shifted_model(_centred, "Centred")
     backward = derive_backward(model, "train")
     assert backward.vanished == ["grad_shift"]
     assert [a.name for a in backward.adjoints if a.target == "x"] == ["input_grad"]
@@ -65,7 +51,7 @@ def test_a_shift_that_cancels_in_the_output_gets_no_gradient():
 
 def test_a_shift_that_stays_in_the_output_keeps_its_gradient():
     """xs**2 - mean moves with the shift: its gradient is not zero."""
-    model = _shifted_model(_not_centred, "NotCentred")
+    model = shifted_model(_not_centred, "NotCentred")
     backward = derive_backward(model, "train")
     assert backward.vanished == []
     assert backward.gradient("shift") is not None
@@ -74,7 +60,7 @@ def test_a_shift_that_stays_in_the_output_keeps_its_gradient():
 
 
 def test_vanishes_only_on_an_exact_zero():
-    model = _shifted_model(_centred, "Centred")
+    model = shifted_model(_centred, "Centred")
     definitions = model.modes["train"].definitions
     identities = sum_definitions(definitions)
     xs, mean = definitions[1].base, definitions[2].base
