@@ -10,14 +10,14 @@ pass and keeps the parameter gradients it computed for
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import sympy as sp
 
 from codegen.inplace import resolve
 from codegen.lower import Lowerer
 from codegen.names import Letters, Names
-from derivations.calculus import FreshIndices, Term, normalize
+from derivations.calculus import FreshIndices, normalize
 from derivations.derive import Backward, check_model, derive_backward
 from derivations.errors import located
 from derivations.notation import REQUIRED, Maximum, Model, argmax_bases
@@ -360,15 +360,12 @@ class _ModuleEmitter:
             if any(str(base.label) in needed for _, base in argmax_bases(definition)):
                 needed.add(definition.name)
         needed = _closure(definitions, needed, stop=kept)
-        adjoints, inlined = _inline_pointwise(
-            backward.adjoints, definitions, needed - kept
-        )
         for definition in definitions:
-            if definition.name in needed - kept - inlined:
+            if definition.name in needed and definition.name not in kept:
                 _lower_definition(lowerer, names, definition)
 
         results = {}
-        for adjoint in adjoints:
+        for adjoint in backward.adjoints:
             code = names.name(("adjoint", adjoint.name), adjoint.name)
             lowerer.arrays[adjoint.name] = code
             where = f"{adjoint.name} (the gradient of {adjoint.target!r}) in {context}"
@@ -776,80 +773,6 @@ def _closure(definitions, wanted, stop=()) -> set:
                 str(r.base.label) for r in definition.expression.atoms(sp.Indexed)
             }
     return needed
-
-
-def _inline_pointwise(adjoints, definitions, lowered):
-    """The adjoints with each pointwise definition they alone read written out,
-    and the names of those definitions.
-
-    A definition such as ``xs = x - shift`` that the backward pass recomputes
-    only to read it inside one sum, the same everywhere (``xs - mean``), costs a
-    pass over memory of its own; written out, the sum (``x - shift - mean``) is
-    one array, computed in one pass. A definition qualifies when it holds no
-    sum, reads every array at its own indices or fewer, and no other recomputed
-    definition reads it.
-    """
-    inlined = set()
-    for definition in definitions:
-        if definition.name not in lowered or not _pointwise(definition):
-            continue
-        if any(
-            definition.name in _read_names(other.expression)
-            for other in definitions
-            if other.name in lowered and other is not definition
-        ):
-            continue
-        parents = set()
-        for adjoint in adjoints:
-            for term in adjoint.terms:
-                parents |= _parents(term.factor, definition)
-        if len(parents) != 1 or not next(iter(parents)).is_Add:
-            continue
-        adjoints = [
-            replace(
-                adjoint,
-                terms=[
-                    Term(term.summed, _written_out(term.factor, definition))
-                    for term in adjoint.terms
-                ],
-            )
-            for adjoint in adjoints
-        ]
-        inlined.add(definition.name)
-    return adjoints, inlined
-
-
-def _pointwise(definition) -> bool:
-    expression = definition.expression
-    if expression.has(sp.Sum) or not expression.atoms(sp.Indexed):
-        return False
-    own = set(definition.indices)
-    return all(
-        all(isinstance(i, sp.Idx) and i in own for i in read.indices)
-        for read in expression.atoms(sp.Indexed)
-    )
-
-
-def _read_names(expression) -> set:
-    return {str(read.base.label) for read in expression.atoms(sp.Indexed)}
-
-
-def _parents(expression, definition) -> set:
-    """The subexpressions of ``expression`` that read ``definition`` directly;
-    a read at other indices than the definition's own counts as a non-sum."""
-    found = set()
-    for node in sp.preorder_traversal(expression):
-        for arg in node.args:
-            if isinstance(arg, sp.Indexed) and str(arg.base.label) == definition.name:
-                found.add(node if arg.indices == tuple(definition.indices) else arg)
-    return found
-
-
-def _written_out(expression, definition):
-    return expression.replace(
-        lambda e: isinstance(e, sp.Indexed) and str(e.base.label) == definition.name,
-        lambda e: definition.expression,
-    )
 
 
 def _lower_definition(lowerer: Lowerer, names: Names, definition) -> None:

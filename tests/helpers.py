@@ -138,10 +138,9 @@ def assert_runs_agree(actual, expected, rtol=1e-12, atol=1e-14):
         np.testing.assert_allclose(grad, want, rtol=rtol, atol=atol)
 
 
-def shifted_model(output_of, name, keep=False):
+def shifted_model(output_of, name):
     """A model with ``shift[n] = x[0, n]``, ``xs = x - shift``, ``mean`` and
-    the output ``output_of(x, xs, mean, b, n)``; with ``keep`` the forward pass
-    keeps shift and mean for the backward pass."""
+    the output ``output_of(x, xs, mean, b, n)``."""
     from derivations import Model
 
     model = Model(name, "a test model", source="tests/helpers.py")
@@ -153,6 +152,4 @@ def shifted_model(output_of, name, keep=False):
         xs = model.define("xs", (b, n), x[b, n] - shift[n])
         mean = model.define("mean", (n,), sp.Sum(xs[b, n], (b, 0, B - 1)) / B)
         model.define("y", (b, n), output_of(x, xs, mean, b, n))
-        if keep:
-            model.keep_for_backward(shift, mean)
     return model

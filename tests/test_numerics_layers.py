@@ -186,6 +186,31 @@ def test_batch_normalization_float32_large_mean_matches_float64(package, seed):
     )
 
 
+@pytest.mark.parametrize("offset", [1e4, 1e5, 3e5])
+def test_generated_batch_normalization_keeps_float32_digits_far_from_zero(offset):
+    """A spread far below the mean's float32 spacing (0.03 at 1e5, where the
+    spacing is 0.008) still gives float32 precision relative to the result.
+
+    The shift by the first sample makes x - shift exact; only then may the
+    mean of the shifted batch be taken off. Adding shift and mean first rounds
+    them at the size of the data and loses the spread's digits.
+    """
+    rng = np.random.default_rng(int(offset))
+    x = offset + 0.03 * rng.standard_normal((64, 7))
+    output_grad = rng.standard_normal(x.shape)
+    x32 = x.astype(np.float32)
+    single = forward_backward(
+        G.BatchNormalization(), x32, output_grad.astype(np.float32)
+    )
+    # The float64 oracle gets the float32 input's exact values.
+    double = forward_backward(
+        G.BatchNormalization(), x32.astype(np.float64), output_grad
+    )
+    for got, expected in zip(single[:2], double[:2], strict=True):
+        error = np.abs(got - expected).max() / np.abs(expected).max()
+        assert error < 1e-5, error
+
+
 @PACKAGES
 def test_batch_normalization_of_a_batch_of_one(package):
     """A batch of one is its own mean: x - mean = 0, so in training the output is

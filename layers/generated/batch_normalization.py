@@ -154,7 +154,10 @@ class BatchNormalization(Module):
             # Not the input of the last forward pass: compute them again.
             kept = (None, None, None, *self._compute_kept_train(x))
         shift, mean, var = kept[3:]
-        v0 = -mean[None, :] - shift[None, :] + x
+        xs = -shift[None, :] + x
+        # In place: xs is not read after this statement.
+        xs -= mean[None, :]
+        v0 = xs
         c1 = np.einsum('bn,bn->n', v0, output_grad)
         v2 = EPS + var
         v3 = v2**(-3/2)
