@@ -529,7 +529,8 @@ class Lowerer:
         reads an input, parameter, state or array of this pass, and compares
         nothing (``np.where`` of integers would give integers)."""
         for expr in exprs:
-            if expr.has(sp.Piecewise) or expr.atoms(sp.Rel):
+            # np.real of a real array is that array, not a copy.
+            if expr.has(sp.Piecewise, sp.re, sp.im) or expr.atoms(sp.Rel):
                 return False
         for expr in exprs:
             for read in expr.atoms(sp.Indexed):

@@ -49,17 +49,19 @@ class FreshIndices:
         return expr.func(*(self.rename_bound(arg) for arg in expr.args))
 
 
-def _reads_and_sums(expr, base_names):
-    """The outermost Indexed reads and Sums of ``expr`` that involve ``base_names``."""
+def _reads_and_sums(expr, base_names=None):
+    """The outermost Indexed reads and Sums of ``expr`` that involve
+    ``base_names`` (any name when None)."""
     found = []
 
+    def involves(node):
+        return base_names is None or any(
+            str(r.base.label) in base_names for r in node.atoms(sp.Indexed)
+        )
+
     def visit(node):
-        if isinstance(node, sp.Indexed):
-            if str(node.base.label) in base_names:
-                found.append(node)
-            return
-        if isinstance(node, sp.Sum):
-            if any(str(r.base.label) in base_names for r in node.atoms(sp.Indexed)):
+        if isinstance(node, (sp.Indexed, sp.Sum)):
+            if node.atoms(sp.Indexed) and involves(node):
                 found.append(node)
             return
         for arg in node.args:
@@ -115,12 +117,18 @@ def derivative(
         raise NotImplementedError(f"differentiating {type(expr).__name__} terms")
     # Elementary calculus on scalars is SymPy's: stand a symbol in for each read
     # or sum, differentiate, and multiply by the tensor derivative of the part.
+    # Every read gets a real stand-in, the constant ones too: a complex one
+    # would make SymPy differentiate Abs through re() and im().
     parts = _reads_and_sums(expr, names)
-    stand_ins = {part: sp.Dummy(f"z{k}", real=True) for k, part in enumerate(parts)}
+    constants = [part for part in _reads_and_sums(expr) if part not in parts]
+    stand_ins = {
+        part: sp.Dummy(f"z{k}", real=True) for k, part in enumerate(parts + constants)
+    }
     plain = expr.xreplace(stand_ins)
     back = {symbol: part for part, symbol in stand_ins.items()}
     total = sp.S.Zero
-    for part, symbol in stand_ins.items():
+    for part in parts:
+        symbol = stand_ins[part]
         outer = sp.diff(plain, symbol)
         if outer.has(sp.Derivative, sp.Subs):
             raise NotImplementedError(
