@@ -140,7 +140,11 @@ class _ModuleEmitter:
                     f"{code} = self.{tensor.attribute}.astype(dtype, copy=False)"
                 )
             elif tensor.role == "state":
-                lines.append(f"{code} = self.{tensor.attribute}")
+                # Read in the input's dtype, as parameters are: statistics kept
+                # in float64 would promote a float32 pass to float64.
+                lines.append(
+                    f"{code} = self.{tensor.attribute}.astype(dtype, copy=False)"
+                )
             elif tensor.role == "random" and mode == "train":
                 shape = lowerer._shape(tensor.indices)
                 if backward:
@@ -278,7 +282,11 @@ class _ModuleEmitter:
             terms = normalize(update.expression, FreshIndices())
             code = names.temporary("updated")
             lowerer.terms(terms, update.indices, name=code)
-            updates.append(f"self.{update.state.attribute} = {code}")
+            # The state keeps its own dtype, whatever the input's.
+            attribute = f"self.{update.state.attribute}"
+            updates.append(
+                f"{attribute} = {code}.astype({attribute}.dtype, copy=False)"
+            )
         output = (
             arrays.get(definitions[-1].name) or lowerer.arrays[definitions[-1].name]
         )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from layers.dtypes import wide_intermediates
-from layers.generated import ClassNLLCriterion, MSECriterion
+from layers.generated import BatchNormalization, ClassNLLCriterion, MSECriterion
 from layers.module import Module
 from tests.helpers import normal
 from tests.layer_cases import CRITERIA, each_case
@@ -23,6 +23,22 @@ def test_float32_passes_hold_no_float64_arrays(case, training):
     x = normal(case.shape).astype(np.float32)
     output_grad = normal(layer.forward(x).shape, seed=1).astype(np.float32)
     assert wide_intermediates(layer, x, output_grad) == {}
+
+
+def test_float64_statistics_do_not_widen_a_float32_pass():
+    """Moving statistics made by float64 training are read in float32 by a
+    float32 pass, and keep their own dtype when float32 training updates them."""
+    layer = BatchNormalization(alpha=0.5)
+    layer.forward(normal((32, 6), seed=3))
+    x = normal((32, 6), seed=4).astype(np.float32)
+    output_grad = normal((32, 6), seed=5).astype(np.float32)
+    for training in (False, True):
+        layer.train() if training else layer.evaluate()
+        assert wide_intermediates(layer, x, output_grad) == {}
+    assert layer.moving_mean.dtype == layer.moving_variance.dtype == np.float64
+    layer.evaluate()
+    expected = (x - layer.moving_mean) / np.sqrt(layer.moving_variance + layer.EPS)
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,3 +42,22 @@ def test_layer_class_compiles_a_model_in_memory():
     Linear = layer_class(build("linear"))
     layer = Linear(3, 2, rng=0)
     assert check_gradients(layer, np.random.default_rng(0).normal(size=(4, 3))).passed
+
+
+def test_readme_derivation_example_prints_what_it_shows():
+    readme = (ROOT / "README.md").read_text()
+    section = re.search(
+        r"<!-- derivation-example -->(.*?)<!-- /derivation-example -->", readme, re.S
+    ).group(1)
+    code, jacobian, adjoints = re.findall(r"```\w+\n(.*?)```", section, re.S)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    printed = result.stdout.splitlines()
+    # The README wraps the Jacobian's one line before each " - ".
+    assert printed[0] == jacobian.replace("\n  -", " -").strip()
+    assert printed[1:] == adjoints.strip().splitlines()

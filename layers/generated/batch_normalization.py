@@ -95,8 +95,8 @@ class BatchNormalization(Module):
         B = x.shape[0]
         EPS = self.EPS
         alpha = self.alpha
-        moving_mean = self.moving_mean
-        moving_variance = self.moving_variance
+        moving_mean = self.moving_mean.astype(dtype, copy=False)
+        moving_variance = self.moving_variance.astype(dtype, copy=False)
         shift = x[0]
         xs = -shift[None, :] + x
         c0 = np.einsum('bn->n', xs)
@@ -114,8 +114,8 @@ class BatchNormalization(Module):
         v6 = mean + shift
         updated5 = alpha*moving_mean + v6*(1 - alpha)
         updated7 = alpha*moving_variance + var*(1 - alpha)
-        self.moving_mean = updated5
-        self.moving_variance = updated7
+        self.moving_mean = updated5.astype(self.moving_mean.dtype, copy=False)
+        self.moving_variance = updated7.astype(self.moving_variance.dtype, copy=False)
         self._kept_train = (x, x.shape, x.dtype, shift, mean, var)
         return y.astype(dtype, copy=False)
 
@@ -135,8 +135,8 @@ class BatchNormalization(Module):
     def _forward_evaluate(self, x):
         dtype = x.dtype
         EPS = self.EPS
-        moving_mean = self.moving_mean
-        moving_variance = self.moving_variance
+        moving_mean = self.moving_mean.astype(dtype, copy=False)
+        moving_variance = self.moving_variance.astype(dtype, copy=False)
         v0 = EPS + moving_variance
         v1 = 1/np.sqrt(v0)
         v2 = -moving_mean[None, :] + x
@@ -183,7 +183,7 @@ class BatchNormalization(Module):
     def _backward_evaluate(self, x, output_grad):
         dtype = x.dtype
         EPS = self.EPS
-        moving_variance = self.moving_variance
+        moving_variance = self.moving_variance.astype(dtype, copy=False)
         v0 = EPS + moving_variance
         v1 = 1/np.sqrt(v0)
         input_grad = output_grad*v1[None, :]
