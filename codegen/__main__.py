@@ -47,8 +47,12 @@ def main(argv=None) -> int:
         )
     try:
         results = generate(args.layers, args.out, check=args.check)
-    except ValueError as error:
-        parser.error(str(error))
+    except (ValueError, NotImplementedError) as error:
+        # A model written wrongly or a construct the engine cannot take: the
+        # message names the model and the formula; a traceback would bury it.
+        kind = "unsupported" if isinstance(error, NotImplementedError) else "error"
+        print(f"python -m codegen: {kind}: {error}", file=sys.stderr)
+        return 1
     stale = [result for result in results if result.stale]
     if args.check and stale:
         names = ", ".join(str(result.path) for result in stale)

@@ -13,4 +13,8 @@ def located(where: str):
         message = str(error)
         if where in message:
             raise
+        # "definition 'y' of <pass>" where the message names the pass already.
+        head, _, tail = where.partition(" of ")
+        if tail and tail in message:
+            where = head
         raise NotImplementedError(f"{where}: {message}") from error

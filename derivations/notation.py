@@ -24,7 +24,9 @@ Notation, stated once and used everywhere in the library:
 
 from __future__ import annotations
 
+import builtins
 import copy
+import keyword
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -194,6 +196,17 @@ class ModelError(ValueError):
     """A model is written wrongly: the message names the model and the place."""
 
 
+# Names a generated module imports: a model's class may not take them.
+_MODULE_NAMES = (
+    "np",
+    "sliding_window_view",
+    "Module",
+    "Criterion",
+    "draw_keep_mask",
+    "make_generator",
+)
+
+
 class Model:
     """A layer written once in index notation.
 
@@ -202,6 +215,20 @@ class Model:
     """
 
     def __init__(self, name: str, summary: str, source: str):
+        # The name becomes a class in a module that calls Python's builtins.
+        if (
+            not isinstance(name, str)
+            or not name.isidentifier()
+            or keyword.iskeyword(name)
+            or name in vars(builtins)
+            or name in _MODULE_NAMES
+            or name.startswith("expect_")
+        ):
+            raise ModelError(
+                "Model expects a name that can be a class in the generated module "
+                f"(an identifier that is no keyword, builtin or module name); got "
+                f"{name!r}"
+            )
         self.name = name
         self.summary = summary
         self.source = source

@@ -126,3 +126,25 @@ print("ok")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_an_unsupported_model_file_gets_one_line_naming_the_formula(tmp_path):
+    model = tmp_path / "weird.py"
+    model.write_text(
+        "from derivations import Model\n\n\n"
+        "def build():\n"
+        '    m = Model("Weird", "a test model", source="weird.py")\n'
+        '    n = m.index("n", m.size("N", example=4))\n'
+        '    x = m.input("x", (n,), layout=("N",))\n'
+        '    with m.mode("train"):\n'
+        '        m.define("y", (n,), x[n**2])\n'
+        "    return m\n"
+    )
+    result = _codegen(str(model), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("python -m codegen: unsupported: definition 'y': ")
+    assert line.count("model Weird") == 1
+    assert "x[n**2] is not affine" in line
+    assert not (tmp_path / "out" / "weird.py").exists()

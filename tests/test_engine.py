@@ -1,5 +1,7 @@
 """The index calculus: delta elimination, SymPy's pitfalls, unsupported constructs."""
 
+import re
+
 import pytest
 import sympy as sp
 
@@ -172,3 +174,9 @@ def test_latex_of_a_jacobian_writes_deltas_and_adjoint_bars():
     adjoints = {a.name: a for a in derive_backward(model, "train").adjoints}
     vjp = to_latex(adjoints["grad_xs"].expression, model)
     assert r"\overline{y}_{b,n}" in vjp and r"\overline{\mathrm{var}}_{n}" in vjp
+
+
+@pytest.mark.parametrize("name", ["abs", "np", "Module", "class", "2fast", "my layer"])
+def test_a_model_name_the_generated_module_cannot_hold_is_refused(name):
+    with pytest.raises(ModelError, match=rf"name .*; got {re.escape(repr(name))}"):
+        Model(name, "a test model", source="tests/test_engine.py")
