@@ -220,14 +220,29 @@ def train(model, images, labels, epochs, batch_size, lr, seed, progress=True):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=20, help="passes over the training set"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="samples per Adam step"
+    )
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam's step size")
-    parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--dropout", type=float, default=0.25)
-    parser.add_argument("--test-size", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--channels", type=int, default=16, help="output channels of the convolution"
+    )
+    parser.add_argument(
+        "--dropout", type=float, default=0.25, help="probability of dropping an entry"
+    )
+    parser.add_argument(
+        "--test-size", type=float, default=0.2, help="fraction of digits held out"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the split, weights and dropout"
+    )
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar"
     )
