@@ -57,6 +57,37 @@ def _used(bindings, body):
     return list(reversed(kept))
 
 
+def _live(body):
+    """``body`` without the top-level assignments nothing after them reads,
+    and the comments that introduce them.
+
+    The lowering names an intermediate when it first meets it; a later
+    rewrite (a sum computed once for two forms of one expression, a result
+    taken in place) can leave the name unread. Only straight-line statements
+    go: a line inside a loop or a branch, or one that draws random numbers,
+    always stays.
+    """
+    kept, later = [], ""
+    dropping = False
+    for line in reversed(body):
+        if dropping and line.startswith("#"):
+            continue
+        dropping = False
+        match = re.match(r"(\w+) = (.*)$", line)
+        if (
+            match is not None
+            and match.group(2).count("(") == match.group(2).count(")")
+            and "generator" not in line
+            and "draw_" not in line
+            and not re.search(rf"\b{match.group(1)}\b", later)
+        ):
+            dropping = True
+            continue
+        kept.append(line)
+        later += "\n" + line
+    return list(reversed(kept))
+
+
 class _ModuleEmitter:
     def __init__(self, model: Model, module_name: str):
         self.model = model
@@ -296,7 +327,7 @@ class _ModuleEmitter:
             x = arrays[model.input_tensor.name]
             codes = ", ".join(lowerer.arrays[name] for name in kept)
             tail.insert(-1, f"self._kept_{mode} = ({x}, {x}.shape, {x}.dtype, {codes})")
-        body = resolve(lowerer.lines + tail, lowerer.owned)
+        body = _live(resolve(lowerer.lines + tail, lowerer.owned))
         self.functions[f"forward {mode} ({label})" if label else f"forward {mode}"] = (
             body[: -len(tail)]
         )
@@ -319,7 +350,7 @@ class _ModuleEmitter:
             if definition.name in needed:
                 _lower_definition(lowerer, names, definition)
         codes = ", ".join(lowerer.arrays[name] for name in kept)
-        body = resolve(lowerer.lines + [f"return ({codes},)"], lowerer.owned)
+        body = _live(resolve(lowerer.lines + [f"return ({codes},)"], lowerer.owned))
         return _used(lines, body) + body
 
     def _read_kept(self, lowerer, names, mode: str) -> None:
@@ -391,8 +422,11 @@ class _ModuleEmitter:
                 )
                 returned.append(code)
         returned[0] = f"{returned[0]}.astype(dtype, copy=False)"
-        body = resolve(
-            lowerer.lines + ["return (" + ", ".join(returned) + ",)"], lowerer.owned
+        body = _live(
+            resolve(
+                lowerer.lines + ["return (" + ", ".join(returned) + ",)"],
+                lowerer.owned,
+            )
         )
         self.functions[f"backward {mode}"] = body[:-1]
         return _used(lines, body) + body

@@ -452,7 +452,12 @@ class Lowerer:
         for summation in outermost:
             free = self._ordered(summation.free_symbols & summation.atoms(sp.Idx))
             free = [i for i in free if isinstance(i, sp.Idx)]
-            code = self.terms(normalize(summation, FreshIndices()), free)
+            # One array for sums that differ only in the names of their bound
+            # indices: sum over n of x[b, n]**2 is sum over n' of x[b, n']**2.
+            key = ("sum", sp.srepr(_bound_renamed(summation)), tuple(free))
+            if key not in self.cache:
+                self.cache[key] = self.terms(normalize(summation, FreshIndices()), free)
+            code = self.cache[key]
             base = sp.IndexedBase(code, shape=tuple(i.upper + 1 for i in free))
             self.arrays[code] = code
             replacements[summation] = base[tuple(free)] if free else sp.Symbol(code)
@@ -954,7 +959,7 @@ class Lowerer:
         ]
         target = "".join(self.letters.letter(i) for i in output)
         subscripts = ",".join(inputs) + "->" + target
-        key = ("einsum", subscripts, tuple(op.code for op in operands))
+        key = ("einsum", _summed_renamed(subscripts), tuple(op.code for op in operands))
         if key in self.cache:
             return self.cache[key]
         name = self.names.temporary("c")
@@ -994,3 +999,22 @@ class Lowerer:
                 )
         self.cache[key] = name
         return name
+
+
+def _bound_renamed(summation):
+    """``summation`` with its bound indices renamed in order of their limits."""
+    renames = {}
+    for position, (index, low, high) in enumerate(summation.limits):
+        renames[index] = sp.Idx(f"_bound{position}", (low, high))
+    return summation.xreplace(renames)
+
+
+def _summed_renamed(subscripts: str) -> str:
+    """Einsum subscripts with the summed letters renamed in order of first
+    appearance: the same contraction whatever its bound indices are called."""
+    inputs, target = subscripts.split("->")
+    renames = {}
+    for letter in inputs.replace(",", ""):
+        if letter not in target and letter not in renames:
+            renames[letter] = f"<{len(renames)}>"
+    return "".join(renames.get(letter, letter) for letter in subscripts)

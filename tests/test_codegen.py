@@ -1,6 +1,8 @@
 """The code generator's command line, its determinism and its atomic writes."""
 
+import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +150,82 @@ def test_an_unsupported_model_file_gets_one_line_naming_the_formula(tmp_path):
     assert line.count("model Weird") == 1
     assert "x[n**2] is not affine" in line
     assert not (tmp_path / "out" / "weird.py").exists()
+
+
+def _unread_assignments(source: str) -> list[str]:
+    """``function: name`` for each straight-line assignment of a generated pass
+    that nothing after it reads."""
+    found = []
+    for function in ast.walk(ast.parse(source)):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        statements = function.body
+        for position, statement in enumerate(statements):
+            if not (
+                isinstance(statement, ast.Assign)
+                and len(statement.targets) == 1
+                and isinstance(statement.targets[0], ast.Name)
+            ):
+                continue
+            name = statement.targets[0].id
+            later = ast.Module(body=statements[position + 1 :], type_ignores=[])
+            if not any(
+                isinstance(node, ast.Name) and node.id == name
+                for node in ast.walk(later)
+            ):
+                found.append(f"{function.name}: {name}")
+    return found
+
+
+def test_generated_passes_assign_nothing_they_do_not_read(tmp_path):
+    assert (
+        _codegen(
+            str(ROOT / "examples" / "rms_norm.py"), "--out", str(tmp_path)
+        ).returncode
+        == 0
+    )
+    sources = {path.name: path.read_text() for path in DEFAULT_OUT.glob("*.py")}
+    sources["rms_norm.py"] = (tmp_path / "rms_norm.py").read_text()
+    unread = {
+        name: found
+        for name, source in sources.items()
+        if (found := _unread_assignments(source))
+    }
+    assert unread == {}
+
+
+def test_a_sum_is_computed_once_whatever_its_bound_index_is_called(tmp_path):
+    # RMSNorm's backward meets sum_n x[b, n]**2 both in rms and, under a
+    # fresh index, in the derivative of the square root.
+    assert (
+        _codegen(
+            str(ROOT / "examples" / "rms_norm.py"), "--out", str(tmp_path)
+        ).returncode
+        == 0
+    )
+    source = (tmp_path / "rms_norm.py").read_text()
+    backward = source[source.index("def _backward_train") :]
+    assert len(re.findall(r"np\.einsum\('b(\w),b\1->b', x, x\)", backward)) == 1
+
+
+def test_dead_statements_and_their_comments_go_loops_and_draws_stay():
+    from codegen.emit_module import _live
+
+    body = [
+        "a = x + 1",
+        "# one pass: why b is computed so",
+        "b = a * 2",
+        "mask = draw_keep_mask(self.generator, (3,), p, dtype)",
+        "for start in range(0, B, step):",
+        "    unused = a[start]",
+        "c = (a",
+        "return a",
+    ]
+    assert _live(body) == [
+        "a = x + 1",
+        "mask = draw_keep_mask(self.generator, (3,), p, dtype)",
+        "for start in range(0, B, step):",
+        "    unused = a[start]",
+        "c = (a",
+        "return a",
+    ]

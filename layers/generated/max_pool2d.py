@@ -113,7 +113,6 @@ class MaxPool2d(Module):
         padded0 = sliding_window_view(padded0, K, axis=3)
         candidates1 = np.broadcast_to(padded0[:, :, 0:Ho*S - S + 1:S, 0:S*Wo - S + 1:S], (B, C, Ho, Wo, K, K)).reshape((B, C, Ho, Wo, -1))
         first2 = np.argmax(candidates1, axis=-1)
-        y = np.take_along_axis(candidates1, first2[..., None], axis=-1)[..., 0]
         y_argmax_kh, y_argmax_kw = np.unravel_index(first2, (K, K))
         if K**2 <= 16:
             scattered4 = np.zeros((B, C, H + max(0, -H + Ho*S + K - S), W + max(0, K + S*Wo - S - W)), dtype=np.result_type(output_grad))
