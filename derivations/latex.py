@@ -53,6 +53,13 @@ class IndexNotationPrinter(LatexPrinter):
             return rf"\overline{{{_upright(name[len('grad_') :])}}}"
         return _upright(name)
 
+    def _as_ordered_terms(self, expr, order=None):
+        # x - mean, as a hand derivation writes it, not -mean + x.
+        terms = super()._as_ordered_terms(expr, order=order)
+        if not expr.is_Add:
+            return terms
+        return sorted(terms, key=lambda term: term.could_extract_minus_sign())
+
     def _print_Indexed(self, expr):
         name = self.tensor_name(str(expr.base.label))
         indices = ",".join(self._print(index) for index in expr.indices)
