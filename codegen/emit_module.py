@@ -325,7 +325,7 @@ class _ModuleEmitter:
         kept = model.modes[mode].kept
         if kept:
             x = arrays[model.input_tensor.name]
-            codes = ", ".join(lowerer.arrays[name] for name in kept)
+            codes = ", ".join(lowerer.arrays[name] for name, _ in self._kept(mode))
             tail.insert(-1, f"self._kept_{mode} = ({x}, {x}.shape, {x}.dtype, {codes})")
         body = _live(resolve(lowerer.lines + tail, lowerer.owned))
         self.functions[f"forward {mode} ({label})" if label else f"forward {mode}"] = (
@@ -349,19 +349,34 @@ class _ModuleEmitter:
         for definition in definitions:
             if definition.name in needed:
                 _lower_definition(lowerer, names, definition)
-        codes = ", ".join(lowerer.arrays[name] for name in kept)
+        codes = ", ".join(lowerer.arrays[name] for name, _ in self._kept(mode))
         body = _live(resolve(lowerer.lines + [f"return ({codes},)"], lowerer.owned))
         return _used(lines, body) + body
+
+    def _kept(self, mode: str) -> list:
+        """``(array name, index or None)`` of what the forward pass keeps: a
+        kept definition's values, or for a Maximum the argmax arrays (with the
+        index whose values they hold), which its gradient reads."""
+        definitions = {d.name: d for d in self.model.modes[mode].definitions}
+        arrays = []
+        for name in self.model.modes[mode].kept:
+            bases = argmax_bases(definitions[name])
+            if not bases:
+                arrays.append((name, None))
+            arrays += [(str(base.label), index) for index, base in bases]
+        return arrays
 
     def _read_kept(self, lowerer, names, mode: str) -> None:
         """Binds the kept definitions: the last forward pass's when it saw this
         input, computed again otherwise."""
-        kept = self.model.modes[mode].kept
+        kept = self._kept(mode)
         x = self.input_code
         saved = names.name(("kept",), "kept")
-        for name in kept:
+        for name, index in kept:
             lowerer.arrays[name] = names.name(("def", name), name)
-        codes = ", ".join(lowerer.arrays[name] for name in kept)
+            if index is not None:
+                lowerer.selections[name] = index
+        codes = ", ".join(lowerer.arrays[name] for name, _ in kept)
         for line in [
             f"{saved} = self._kept_{mode}",
             f"if {saved} is None or {saved}[0] is not {x} "

@@ -397,9 +397,10 @@ class Model:
         standard deviation.
 
         Meant for small definitions (per-feature statistics) that cost full
-        passes over the input. The generated layer recognizes the input by
-        identity, shape and dtype, so a caller that changes the input in place
-        between forward and backward gets gradients of the old values.
+        passes over the input; for a Maximum, its argmax arrays are kept. The
+        generated layer recognizes the input by identity, shape and dtype, so
+        a change made in place between forward and backward is not seen: the
+        gradient then mixes what forward kept with the new values.
         """
         if self._current is None:
             raise ModelError(f"model {self.name}: keep_for_backward inside a mode")

@@ -84,3 +84,26 @@ def test_only_definitions_of_the_mode_are_kept():
         model.define("y", (b,), 2 * x[b])
         with pytest.raises(ModelError, match="keep_for_backward expects definitions"):
             model.keep_for_backward(x)
+
+
+def test_max_pool_keeps_where_each_maximum_was():
+    from layers.generated import MaxPool2d
+
+    rng = np.random.default_rng(7)
+    x, other = rng.normal(size=(2, 3, 6, 6)), rng.normal(size=(2, 3, 6, 6))
+    output_grad = rng.normal(size=(2, 3, 3, 3))
+    layer = MaxPool2d(2)
+    layer.forward(x)
+    _recomputing(layer)
+    reused = layer.backward(x, output_grad)
+    fresh = MaxPool2d(2)
+    fresh.forward(x.copy())
+    np.testing.assert_array_equal(fresh.backward(x.copy(), output_grad), reused)
+    # Another input: its maxima are found again, not taken from x's.
+    layer = MaxPool2d(2)
+    layer.forward(x)
+    oracle = MaxPool2d(2)
+    oracle.forward(other)
+    np.testing.assert_array_equal(
+        layer.backward(other, output_grad), oracle.backward(other, output_grad)
+    )

@@ -48,7 +48,9 @@ def build() -> Model:
     for mode in ("train", "evaluate"):
         with model.mode(mode):
             window = x[b, c, S * i + kh, S * j + kw]
-            model.define(
+            y = model.define(
                 "y", (b, c, i, j), Maximum(window, (kh, 0, K - 1), (kw, 0, K - 1))
             )
+            # Where each maximum was: finding it again is most of a backward.
+            model.keep_for_backward(y)
     return model

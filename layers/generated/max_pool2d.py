@@ -32,6 +32,8 @@ class MaxPool2d(Module):
         super().__init__()
         self.kernel_size = expect_positive_int("MaxPool2d", "kernel_size", kernel_size)
         self.stride = expect_optional_positive_int("MaxPool2d", "stride", stride)
+        self._kept_train = None
+        self._kept_evaluate = None
 
     def _compute_output(self, input):
         x, _ = expect_array("MaxPool2d", "input", input, ('batch', 'C', 'H', 'W'))
@@ -86,10 +88,10 @@ class MaxPool2d(Module):
         first2 = np.argmax(candidates1, axis=-1)
         y = np.take_along_axis(candidates1, first2[..., None], axis=-1)[..., 0]
         y_argmax_kh, y_argmax_kw = np.unravel_index(first2, (K, K))
+        self._kept_train = (x, x.shape, x.dtype, y_argmax_kh, y_argmax_kw)
         return y.astype(dtype, copy=False)
 
-    def _backward_train(self, x, output_grad):
-        dtype = x.dtype
+    def _compute_kept_train(self, x):
         B = x.shape[0]
         C = x.shape[1]
         H = x.shape[2]
@@ -114,29 +116,56 @@ class MaxPool2d(Module):
         candidates1 = np.broadcast_to(padded0[:, :, 0:Ho*S - S + 1:S, 0:S*Wo - S + 1:S], (B, C, Ho, Wo, K, K)).reshape((B, C, Ho, Wo, -1))
         first2 = np.argmax(candidates1, axis=-1)
         y_argmax_kh, y_argmax_kw = np.unravel_index(first2, (K, K))
+        return (y_argmax_kh, y_argmax_kw,)
+
+    def _backward_train(self, x, output_grad):
+        dtype = x.dtype
+        B = x.shape[0]
+        C = x.shape[1]
+        H = x.shape[2]
+        W = x.shape[3]
+        K = self.kernel_size
+        S = self.kernel_size if self.stride is None else self.stride
+        Ho = (H - K) // S + 1
+        if Ho < 1:
+            raise ValueError(
+                f"MaxPool2d expects an input at least as large as the kernel; got input of shape "
+                f"{x.shape}, which gives Ho = {Ho}"
+            )
+        Wo = (W - K) // S + 1
+        if Wo < 1:
+            raise ValueError(
+                f"MaxPool2d expects an input at least as large as the kernel; got input of shape "
+                f"{x.shape}, which gives Wo = {Wo}"
+            )
+        kept = self._kept_train
+        if kept is None or kept[0] is not x or kept[1:3] != (x.shape, x.dtype):
+            # Not the input of the last forward pass: compute them again.
+            kept = (None, None, None, *self._compute_kept_train(x))
+        y_argmax_kh, y_argmax_kw = kept[3:]
         if K**2 <= 16:
-            scattered4 = np.zeros((B, C, H + max(0, -H + Ho*S + K - S), W + max(0, K + S*Wo - S - W)), dtype=np.result_type(output_grad))
+            scattered1 = np.zeros((B, C, H + max(0, -H + Ho*S + K - S), W + max(0, K + S*Wo - S - W)), dtype=np.result_type(output_grad))
             # One strided slice-add per kernel offset: a loop over offsets.
             for kh_0 in range(K):
                 for kw_1 in range(K):
                     with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
-                        value3 = np.where(np.logical_and(np.equal(kh_0, y_argmax_kh), np.equal(kw_1, y_argmax_kw)), output_grad, dtype.type(0))
-                    scattered4[:, :, kh_0:Ho*S - S + kh_0 + 1:S, kw_1:S*Wo - S + kw_1 + 1:S] += value3
-            scattered4 = scattered4[:, :, 0:H, 0:W]
-            scattered11 = scattered4
+                        value0 = np.where(np.logical_and(np.equal(kh_0, y_argmax_kh), np.equal(kw_1, y_argmax_kw)), output_grad, dtype.type(0))
+                    scattered1[:, :, kh_0:Ho*S - S + kh_0 + 1:S, kw_1:S*Wo - S + kw_1 + 1:S] += value0
+            scattered1 = scattered1[:, :, 0:H, 0:W]
+            scattered8 = scattered1
         else:
-            t5 = output_grad.copy()
-            at6 = np.arange(B)[:, None, None, None]
-            at7 = np.arange(C)[None, :, None, None]
-            at8 = S*np.arange(Ho)[None, None, :, None] + y_argmax_kh
-            at9 = S*np.arange(Wo)[None, None, None, :] + y_argmax_kw
-            at8_low = max(0, -int(at8.min()))
-            at8_high = max(0, int(at8.max()) - H + 1)
-            at9_low = max(0, -int(at9.min()))
-            at9_high = max(0, int(at9.max()) - W + 1)
-            scattered10 = np.zeros((B, C, H + at8_low + at8_high, W + at9_low + at9_high), dtype=t5.dtype)
-            np.add.at(scattered10, (at6, at7, at8 + at8_low, at9 + at9_low,), np.broadcast_to(t5, (B, C, Ho, Wo)))
-            scattered10 = scattered10[0:B, 0:C, at8_low:at8_low + H, at9_low:at9_low + W]
-            scattered11 = scattered10
-        input_grad = scattered11
+            t2 = output_grad.copy()
+            at3 = np.arange(B)[:, None, None, None]
+            at4 = np.arange(C)[None, :, None, None]
+            at5 = S*np.arange(Ho)[None, None, :, None] + y_argmax_kh
+            at6 = S*np.arange(Wo)[None, None, None, :] + y_argmax_kw
+            at5_low = max(0, -int(at5.min()))
+            at5_high = max(0, int(at5.max()) - H + 1)
+            at6_low = max(0, -int(at6.min()))
+            at6_high = max(0, int(at6.max()) - W + 1)
+            scattered7 = np.zeros((B, C, H + at5_low + at5_high, W + at6_low + at6_high), dtype=t2.dtype)
+            np.add.at(scattered7, (at3, at4, at5 + at5_low, at6 + at6_low,), np.broadcast_to(t2, (B, C, Ho, Wo)))
+            scattered7 = scattered7[0:B, 0:C, at5_low:at5_low + H, at6_low:at6_low + W]
+            scattered8 = scattered7
+        input_grad = scattered8
         return (input_grad.astype(dtype, copy=False),)
