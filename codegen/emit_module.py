@@ -925,6 +925,8 @@ def emit_module(model: Model, module_name: str, command: str | None = None) -> E
     imports.append(f"from layers.module import {base}")
     if random:
         imports.append(f"from layers.random import {', '.join(sorted(random))}")
+    if "select_or_zero(" in body:
+        imports.append("from layers.select import select_or_zero")
     imports.append(f"from layers.validation import {', '.join(sorted(validation))}")
     text = "\n".join(
         header

@@ -39,6 +39,13 @@ class _ArrayPrinter(NumPyPrinter):
         *pieces, (last, condition) = expr.args
         if condition != sp.true:
             raise NotImplementedError(f"a Piecewise without a default branch: {expr}")
+        if len(pieces) == 1 and (last == 0) != (pieces[0][0] == 0):
+            # One value and zero: a product by the condition, no branches.
+            value, cond = pieces[0]
+            condition = self._print(cond)
+            if value == 0:
+                value, condition = last, f"np.logical_not({condition})"
+            return f"select_or_zero({condition}, {self._branch(value)})"
         code = self._branch(last)
         for value, cond in reversed(pieces):
             code = f"np.where({self._print(cond)}, {self._branch(value)}, {code})"
@@ -162,9 +169,10 @@ class Lowerer:
         if isinstance(line, InPlace):
             self.lines.append(line)
             return
-        if "np.where(" in line and not line.lstrip().startswith("#"):
-            # np.where computes every branch everywhere: overflow or 0 * inf in
-            # a branch not taken must not warn, or raise under np.errstate.
+        if _selects(line) and not line.lstrip().startswith("#"):
+            # np.where computes every branch everywhere (select_or_zero also
+            # multiplies by 0): overflow or 0 * inf in a branch not taken must
+            # not warn, or raise under np.errstate.
             self.lines.append(
                 "with np.errstate(over='ignore', invalid='ignore', divide='ignore'):"
             )
@@ -815,7 +823,7 @@ class Lowerer:
             and str(read.base.label) in self.arrays
         ]
         dtype = f"np.result_type({', '.join(reads)})" if reads else "dtype"
-        if "np.where(" in code:
+        if _selects(code):
             captured.append(
                 "with np.errstate(over='ignore', invalid='ignore', divide='ignore'):"
             )
@@ -1018,3 +1026,8 @@ def _summed_renamed(subscripts: str) -> str:
         if letter not in target and letter not in renames:
             renames[letter] = f"<{len(renames)}>"
     return "".join(renames.get(letter, letter) for letter in subscripts)
+
+
+def _selects(code: str) -> bool:
+    """Whether ``code`` computes values that a condition may then drop."""
+    return "np.where(" in code or "select_or_zero(" in code

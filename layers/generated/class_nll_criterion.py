@@ -18,6 +18,7 @@ Einsum letters: b -> b, n -> n.
 import numpy as np
 
 from layers.module import Criterion
+from layers.select import select_or_zero
 from layers.validation import expect_array, expect_target
 
 
@@ -44,7 +45,7 @@ class ClassNLLCriterion(Criterion):
         dtype = x.dtype
         B = x.shape[0]
         with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
-            v0 = np.where(np.equal(target, 0), dtype.type(0), -target*x)
+            v0 = select_or_zero(np.logical_not(np.equal(target, 0)), -target*x)
         c1 = np.einsum('bn->', v0)
         loss = c1/B
         return loss.astype(dtype, copy=False)
@@ -53,5 +54,5 @@ class ClassNLLCriterion(Criterion):
         dtype = x.dtype
         B = x.shape[0]
         with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
-            input_grad = output_grad*np.where(np.equal(target, 0), dtype.type(0), -target)/B
+            input_grad = output_grad*select_or_zero(np.logical_not(np.equal(target, 0)), -target)/B
         return (input_grad.astype(dtype, copy=False),)

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from layers.module import Module
+from layers.select import select_or_zero
 from layers.validation import expect_array, expect_optional_positive_int, expect_positive_int
 
 
@@ -149,7 +150,7 @@ class MaxPool2d(Module):
             for kh_0 in range(K):
                 for kw_1 in range(K):
                     with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
-                        value0 = np.where(np.logical_and(np.equal(kh_0, y_argmax_kh), np.equal(kw_1, y_argmax_kw)), output_grad, dtype.type(0))
+                        value0 = select_or_zero(np.logical_and(np.equal(kh_0, y_argmax_kh), np.equal(kw_1, y_argmax_kw)), output_grad)
                     scattered1[:, :, kh_0:Ho*S - S + kh_0 + 1:S, kw_1:S*Wo - S + kw_1 + 1:S] += value0
             scattered1 = scattered1[:, :, 0:H, 0:W]
             scattered8 = scattered1

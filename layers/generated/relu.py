@@ -21,6 +21,7 @@ Einsum letters: b -> b, n -> n.
 import numpy as np
 
 from layers.module import Module
+from layers.select import select_or_zero
 from layers.validation import expect_array
 
 
@@ -49,11 +50,11 @@ class ReLU(Module):
     def _forward_train(self, x):
         dtype = x.dtype
         with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
-            y = np.where(np.less_equal(x, 0), dtype.type(0), x)
+            y = select_or_zero(np.logical_not(np.less_equal(x, 0)), x)
         return y.astype(dtype, copy=False)
 
     def _backward_train(self, x, output_grad):
         dtype = x.dtype
         with np.errstate(over='ignore', invalid='ignore', divide='ignore'):
-            input_grad = np.where(np.less_equal(x, 0), dtype.type(0), output_grad)
+            input_grad = select_or_zero(np.logical_not(np.less_equal(x, 0)), output_grad)
         return (input_grad.astype(dtype, copy=False),)
