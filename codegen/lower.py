@@ -390,9 +390,21 @@ class Lowerer:
             return rebuilt
         return self._named(rebuilt)
 
+    def _value_key(self, expr):
+        """The cache key of ``expr``'s values and the renaming behind it: its
+        indices become placeholders, in the order of their letters, so that
+        ``1/sqrt(v[b])`` and ``1/sqrt(v[b'])`` are one array."""
+        own = tuple(self._ordered(expr.atoms(sp.Idx)))
+        placeholders = {
+            index: sp.Idx(f"_own{k}", (index.lower, index.upper))
+            for k, index in enumerate(own)
+        }
+        return ("value", sp.srepr(expr.xreplace(placeholders))), placeholders
+
     def _named(self, expr):
         """A read of an array holding ``expr``, computed on first use."""
-        key = ("value", sp.srepr(expr))
+        key, placeholders = self._value_key(expr)
+        back = {placeholder: index for index, placeholder in placeholders.items()}
         if key not in self.cache:
             own = tuple(self._ordered(expr.atoms(sp.Idx)))
             name = self.names.temporary("v")
@@ -403,15 +415,22 @@ class Lowerer:
             self.emit(line)
             base = sp.IndexedBase(name, shape=tuple(i.upper + 1 for i in own))
             self.arrays[name] = name
-            self.cache[key] = base[own] if own else sp.Symbol(name)
+            self.cache[key] = (
+                base[tuple(placeholders[i] for i in own)] if own else sp.Symbol(name)
+            )
             if not own:
                 self.scalars[sp.Symbol(name)] = name
-        return self.cache[key]
+        return self.cache[key].xreplace(back)
 
     def remember(self, expr, indices, code) -> None:
         """Records that array ``code`` holds ``expr`` over ``indices``."""
         base = sp.IndexedBase(code, shape=tuple(i.upper + 1 for i in indices))
-        self.cache.setdefault(("value", sp.srepr(expr)), base[tuple(indices)])
+        # As written and with its parts named, as statements meet it.
+        for form in (expr, self._restructure(expr)):
+            key, placeholders = self._value_key(form)
+            if set(placeholders) == set(indices):
+                read = base[tuple(placeholders[i] for i in indices)]
+                self.cache.setdefault(key, read)
 
     def _small_factors_first(self, product):
         full = product.atoms(sp.Idx)
@@ -886,6 +905,9 @@ class Lowerer:
             if isinstance(arg, sp.Indexed):
                 operands += [self.read(arg)] * count
                 continue
+            if self._value_key(arg)[0] not in self.cache:
+                # With its parts named, as an elementwise statement has them.
+                arg = self._restructure(arg)
             named = self._named(arg)
             operand = self.read(named) if isinstance(named, sp.Indexed) else named
             operands += [operand] * count

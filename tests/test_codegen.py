@@ -229,3 +229,44 @@ def test_dead_statements_and_their_comments_go_loops_and_draws_stay():
         "c = (a",
         "return a",
     ]
+
+
+def _repeated_statements(source: str) -> list[str]:
+    """``function: expression`` for each right-hand side a generated pass
+    assigns twice at its top level."""
+    found = []
+    for function in ast.walk(ast.parse(source)):
+        # The passes; a constructor draws its random parameters one by one.
+        if not isinstance(function, ast.FunctionDef) or function.name == "__init__":
+            continue
+        seen = set()
+        for statement in function.body:
+            if (
+                isinstance(statement, ast.Assign)
+                and len(statement.targets) == 1
+                and not isinstance(statement.value, ast.Constant)
+            ):
+                value = ast.unparse(statement.value)
+                if value in seen:
+                    found.append(f"{function.name}: {value}")
+                seen.add(value)
+    return found
+
+
+def test_generated_passes_compute_each_expression_once(tmp_path):
+    # softmax's exp(x - shift) once in its backward, layer normalization's
+    # 1 / sqrt(var + EPS) once, RMSNorm's sum of squares once.
+    assert (
+        _codegen(
+            str(ROOT / "examples" / "rms_norm.py"), "--out", str(tmp_path)
+        ).returncode
+        == 0
+    )
+    sources = {path.name: path.read_text() for path in DEFAULT_OUT.glob("*.py")}
+    sources["rms_norm.py"] = (tmp_path / "rms_norm.py").read_text()
+    repeated = {
+        name: found
+        for name, source in sources.items()
+        if (found := _repeated_statements(source))
+    }
+    assert repeated == {}

@@ -107,3 +107,19 @@ def test_max_pool_keeps_where_each_maximum_was():
     np.testing.assert_array_equal(
         layer.backward(other, output_grad), oracle.backward(other, output_grad)
     )
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "evaluate"])
+def test_layer_normalization_keeps_each_samples_statistics(training):
+    from layers.generated import LayerNormalization
+
+    x, output_grad = _batch(8, shape=(6, 5))
+    layer = LayerNormalization(5)
+    if not training:
+        layer.evaluate()
+    layer.forward(x)
+    _recomputing(layer)
+    reused = layer.backward(x, output_grad)
+    fresh = LayerNormalization(5)
+    fresh.forward(x.copy())
+    np.testing.assert_array_equal(fresh.backward(x.copy(), output_grad), reused)

@@ -82,15 +82,14 @@ class SoftMax(Module):
         grad_e = output_grad/total[:, None] + grad_total[:, None]
         c5 = np.einsum('bn,bn->b', grad_e, e)
         grad_shift = -c5
-        v6 = np.exp(v2)
-        input_grad = grad_e*v6
-        t7 = grad_shift
-        at8 = np.arange(B)
-        at9 = shift_argmax_n
-        at9_low = max(0, -int(at9.min()))
-        at9_high = max(0, int(at9.max()) - N + 1)
-        scattered10 = np.zeros((B, N + at9_low + at9_high), dtype=t7.dtype)
-        np.add.at(scattered10, (at8, at9 + at9_low,), np.broadcast_to(t7, (B,)))
-        scattered10 = scattered10[0:B, at9_low:at9_low + N]
-        input_grad += scattered10
+        input_grad = e*grad_e
+        t6 = grad_shift
+        at7 = np.arange(B)
+        at8 = shift_argmax_n
+        at8_low = max(0, -int(at8.min()))
+        at8_high = max(0, int(at8.max()) - N + 1)
+        scattered9 = np.zeros((B, N + at8_low + at8_high), dtype=t6.dtype)
+        np.add.at(scattered9, (at7, at8 + at8_low,), np.broadcast_to(t6, (B,)))
+        scattered9 = scattered9[0:B, at8_low:at8_low + N]
+        input_grad += scattered9
         return (input_grad.astype(dtype, copy=False),)
