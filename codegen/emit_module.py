@@ -45,13 +45,19 @@ def _pystr(value) -> str:
     return repr(value)
 
 
+def _reads(name: str, text: str) -> bool:
+    """Whether code ``text`` reads ``name``: neither a keyword argument
+    ``name=`` nor an attribute ``.name`` is a read."""
+    return re.search(rf"(?<!\.)\b{name}\b(?!\s*=[^=])", text) is not None
+
+
 def _used(bindings, body):
     """The binding lines whose name the body, or a later kept binding, reads."""
     text = "\n".join(body)
     kept = []
     for line in reversed(bindings):
         match = re.match(r"(\w+) = ", line)
-        if match is None or re.search(rf"\b{match.group(1)}\b", text):
+        if match is None or _reads(match.group(1), text):
             kept.append(line)
             text += "\n" + line
     return list(reversed(kept))
@@ -79,7 +85,7 @@ def _live(body):
             and match.group(2).count("(") == match.group(2).count(")")
             and "generator" not in line
             and "draw_" not in line
-            and not re.search(rf"\b{match.group(1)}\b", later)
+            and not _reads(match.group(1), later)
         ):
             dropping = True
             continue

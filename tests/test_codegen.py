@@ -270,3 +270,40 @@ def test_generated_passes_compute_each_expression_once(tmp_path):
         if (found := _repeated_statements(source))
     }
     assert repeated == {}
+
+
+def test_sums_over_leading_or_trailing_axes_run_as_products_with_ones():
+    import numpy as np
+    import sympy as sp
+
+    from codegen.emit_module import emit_module
+    from codegen.load import layer_class
+    from derivations import Model
+
+    model = Model("Sums", "a test model", source="tests/test_codegen.py")
+    B, H, W = (model.size(n, example=4) for n in ("B", "H", "W"))
+    b, h, w = model.index("b", B), model.index("h", H), model.index("w", W)
+    x = model.input("x", (b, h, w), layout=("batch", "H", "W"))
+    with model.mode("train"):
+        lead = model.define(
+            "lead", (w,), sp.Sum(x[b, h, w], (b, 0, B - 1), (h, 0, H - 1))
+        )
+        trail = model.define(
+            "trail", (b,), sp.Sum(x[b, h, w], (h, 0, H - 1), (w, 0, W - 1))
+        )
+        middle = model.define("middle", (b, w), sp.Sum(x[b, h, w], (h, 0, H - 1)))
+        model.define("y", (b, h, w), lead[w] * trail[b] * middle[b, w] * x[b, h, w])
+    forward = emit_module(model, "sums").text.split("def _forward_train")[1]
+    forward = forward.split("\n    def ")[0]
+    assert forward.count("@ np.ones(") == 1 and forward.count("np.ones(") == 2
+    assert "np.einsum('bhw->bw', x)" in forward
+    rng = np.random.default_rng(0)
+    # A transposed view: reshape copies it, and the sums stay right.
+    x_value = rng.normal(size=(3, 6, 5)).transpose(0, 2, 1)
+    expected = (
+        x_value.sum((0, 1))[None, None, :]
+        * x_value.sum((1, 2))[:, None, None]
+        * x_value.sum(1)[:, None, :]
+        * x_value
+    )
+    np.testing.assert_allclose(layer_class(model)().forward(x_value), expected)
