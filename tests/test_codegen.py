@@ -177,7 +177,8 @@ def _unread_assignments(source: str) -> list[str]:
     return found
 
 
-def test_generated_passes_assign_nothing_they_do_not_read(tmp_path):
+def _generated_sources(tmp_path) -> dict:
+    """The text of every catalog module and of the README's RMSNorm example."""
     assert (
         _codegen(
             str(ROOT / "examples" / "rms_norm.py"), "--out", str(tmp_path)
@@ -186,12 +187,20 @@ def test_generated_passes_assign_nothing_they_do_not_read(tmp_path):
     )
     sources = {path.name: path.read_text() for path in DEFAULT_OUT.glob("*.py")}
     sources["rms_norm.py"] = (tmp_path / "rms_norm.py").read_text()
-    unread = {
+    return sources
+
+
+def _faults(check, tmp_path) -> dict:
+    """``{module: check(source)}`` for the modules where ``check`` finds any."""
+    return {
         name: found
-        for name, source in sources.items()
-        if (found := _unread_assignments(source))
+        for name, source in _generated_sources(tmp_path).items()
+        if (found := check(source))
     }
-    assert unread == {}
+
+
+def test_generated_passes_assign_nothing_they_do_not_read(tmp_path):
+    assert _faults(_unread_assignments, tmp_path) == {}
 
 
 def test_a_sum_is_computed_once_whatever_its_bound_index_is_called(tmp_path):
@@ -256,20 +265,7 @@ def _repeated_statements(source: str) -> list[str]:
 def test_generated_passes_compute_each_expression_once(tmp_path):
     # softmax's exp(x - shift) once in its backward, layer normalization's
     # 1 / sqrt(var + EPS) once, RMSNorm's sum of squares once.
-    assert (
-        _codegen(
-            str(ROOT / "examples" / "rms_norm.py"), "--out", str(tmp_path)
-        ).returncode
-        == 0
-    )
-    sources = {path.name: path.read_text() for path in DEFAULT_OUT.glob("*.py")}
-    sources["rms_norm.py"] = (tmp_path / "rms_norm.py").read_text()
-    repeated = {
-        name: found
-        for name, source in sources.items()
-        if (found := _repeated_statements(source))
-    }
-    assert repeated == {}
+    assert _faults(_repeated_statements, tmp_path) == {}
 
 
 def test_sums_over_leading_or_trailing_axes_run_as_products_with_ones():

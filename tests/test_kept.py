@@ -26,17 +26,22 @@ def _recomputing(layer):
     layer._compute_kept_train = refuse
 
 
-def test_backward_on_the_forward_input_reads_what_forward_kept():
-    x, output_grad = _batch(0)
-    layer = BatchNormalization()
+def _assert_reads_what_forward_kept(make, x, output_grad, training=True):
+    """Backward on forward's input computes nothing again, and gives the bits
+    that a copy of the input, whose kept values are computed again, gives."""
+    layer, fresh = make(), make()
+    if not training:
+        layer.evaluate()
+        fresh.evaluate()
     layer.forward(x)
     _recomputing(layer)
     reused = layer.backward(x, output_grad)
-    fresh = BatchNormalization()
     fresh.forward(x.copy())
-    # A copy is another object: its statistics are computed again, and are
-    # the same bits.
     np.testing.assert_array_equal(fresh.backward(x.copy(), output_grad), reused)
+
+
+def test_backward_on_the_forward_input_reads_what_forward_kept():
+    _assert_reads_what_forward_kept(BatchNormalization, *_batch(0))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -92,13 +97,7 @@ def test_max_pool_keeps_where_each_maximum_was():
     rng = np.random.default_rng(7)
     x, other = rng.normal(size=(2, 3, 6, 6)), rng.normal(size=(2, 3, 6, 6))
     output_grad = rng.normal(size=(2, 3, 3, 3))
-    layer = MaxPool2d(2)
-    layer.forward(x)
-    _recomputing(layer)
-    reused = layer.backward(x, output_grad)
-    fresh = MaxPool2d(2)
-    fresh.forward(x.copy())
-    np.testing.assert_array_equal(fresh.backward(x.copy(), output_grad), reused)
+    _assert_reads_what_forward_kept(lambda: MaxPool2d(2), x, output_grad)
     # Another input: its maxima are found again, not taken from x's.
     layer = MaxPool2d(2)
     layer.forward(x)
@@ -114,12 +113,6 @@ def test_layer_normalization_keeps_each_samples_statistics(training):
     from layers.generated import LayerNormalization
 
     x, output_grad = _batch(8, shape=(6, 5))
-    layer = LayerNormalization(5)
-    if not training:
-        layer.evaluate()
-    layer.forward(x)
-    _recomputing(layer)
-    reused = layer.backward(x, output_grad)
-    fresh = LayerNormalization(5)
-    fresh.forward(x.copy())
-    np.testing.assert_array_equal(fresh.backward(x.copy(), output_grad), reused)
+    _assert_reads_what_forward_kept(
+        lambda: LayerNormalization(5), x, output_grad, training
+    )
