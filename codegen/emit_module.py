@@ -318,7 +318,9 @@ class _ModuleEmitter:
         for update in model.modes[mode].updates:
             terms = normalize(update.expression, FreshIndices())
             code = names.temporary("updated")
-            lowerer.terms(terms, update.indices, name=code)
+            # A new array: the state must not share memory with what forward
+            # keeps or returns.
+            lowerer.terms(terms, update.indices, name=code, fresh=True)
             # The state keeps its own dtype, whatever the input's.
             attribute = f"self.{update.state.attribute}"
             updates.append(
@@ -332,7 +334,8 @@ class _ModuleEmitter:
         if kept:
             x = arrays[model.input_tensor.name]
             codes = ", ".join(lowerer.arrays[name] for name, _ in self._kept(mode))
-            tail.insert(-1, f"self._kept_{mode} = ({x}, {x}.shape, {x}.dtype, {codes})")
+            key = f"{x}, {x}.shape, {x}.dtype, {self._kept_settings()}"
+            tail.insert(-1, f"self._kept_{mode} = ({key}, {codes})")
         body = _live(resolve(lowerer.lines + tail, lowerer.owned))
         self.functions[f"forward {mode} ({label})" if label else f"forward {mode}"] = (
             body[: -len(tail)]
@@ -358,6 +361,14 @@ class _ModuleEmitter:
         codes = ", ".join(lowerer.arrays[name] for name, _ in self._kept(mode))
         body = _live(resolve(lowerer.lines + [f"return ({codes},)"], lowerer.owned))
         return _used(lines, body) + body
+
+    def _kept_settings(self) -> str:
+        """The arguments and constants kept values were computed with, as a
+        tuple: a kernel size changed after forward makes them stale."""
+        names = [name for name, _ in self.model.arguments]
+        names += [constant.name for constant in self.model.constants]
+        names = list(dict.fromkeys(names))
+        return "(" + "".join(f"self.{name}, " for name in names).rstrip(" ") + ")"
 
     def _kept(self, mode: str) -> list:
         """``(array name, index or None)`` of what the forward pass keeps: a
@@ -386,10 +397,11 @@ class _ModuleEmitter:
         for line in [
             f"{saved} = self._kept_{mode}",
             f"if {saved} is None or {saved}[0] is not {x} "
-            f"or {saved}[1:3] != ({x}.shape, {x}.dtype):",
-            "    # Not the input of the last forward pass: compute them again.",
-            f"    {saved} = (None, None, None, *self._compute_kept_{mode}({x}))",
-            f"{codes}{',' if len(kept) == 1 else ''} = {saved}[3:]",
+            f"or {saved}[1:4] != ({x}.shape, {x}.dtype, {self._kept_settings()}):",
+            "    # Not the input, or the settings, of the last forward pass:",
+            "    # compute them again.",
+            f"    {saved} = (None, None, None, None, *self._compute_kept_{mode}({x}))",
+            f"{codes}{',' if len(kept) == 1 else ''} = {saved}[4:]",
         ]:
             lowerer.emit(line)
 

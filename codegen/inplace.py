@@ -249,6 +249,18 @@ def _einsum_is_fresh(rhs) -> bool:
     return "," in inputs or set(output) != set(inputs.replace(",", ""))
 
 
+def _product_is_fresh(rhs) -> bool:
+    """Whether ``rhs`` is a matrix product (perhaps reshaped) at its top level,
+    which always allocates its result."""
+    depth = 0
+    for position, char in enumerate(rhs):
+        depth += char in "(["
+        depth -= char in ")]"
+        if depth == 0 and rhs.startswith(" @ ", position):
+            return True
+    return False
+
+
 def resolve(lines, owned) -> list[str]:
     """The statements with each ``InPlace`` taken in place where that is safe.
 
@@ -299,7 +311,7 @@ def _record_sharing(line, sharing, owned) -> None:
     if match is None:
         return
     target, rhs = match.groups()
-    if target in owned or _einsum_is_fresh(rhs):
+    if target in owned or _einsum_is_fresh(rhs) or _product_is_fresh(rhs):
         return
     group = set(sharing.get(target, {target}))
     for name in set(re.findall(r"\b[A-Za-z_]\w*\b", rhs)):

@@ -404,13 +404,34 @@ class Model:
         """
         if self._current is None:
             raise ModelError(f"model {self.name}: keep_for_backward inside a mode")
-        defined = {d.name for d in self._current.definitions}
+        defined = {d.name: d for d in self._current.definitions}
+        roles = {tensor.name: tensor.role for tensor in self.tensors}
         for definition in definitions:
             if getattr(definition, "name", None) not in defined:
                 raise ModelError(
                     f"model {self.name}: keep_for_backward expects definitions of "
                     f"mode {self._current.name!r}; got {definition!r}"
                 )
+            # The layer recognizes a kept value by its input and settings only:
+            # one that reads a parameter or a state would go stale silently
+            # when an optimizer steps between forward and backward.
+            pending, seen = [definition.name], set()
+            while pending:
+                name = pending.pop()
+                if name in seen:
+                    continue
+                seen.add(name)
+                if roles.get(name, "input") != "input":
+                    raise ModelError(
+                        f"model {self.name}: keep_for_backward expects definitions "
+                        f"that read only the input; {definition.name!r} reads "
+                        f"{roles[name]} {name!r}"
+                    )
+                if name in defined:
+                    pending += [
+                        str(read.base.label)
+                        for read in defined[name].expression.atoms(sp.Indexed)
+                    ]
             self._current.kept.append(definition.name)
 
     def specialize(self, condition: str, substitution: dict, label: str) -> None:

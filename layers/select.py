@@ -20,12 +20,15 @@ def select_or_zero(condition, values):
 
     Returns:
         A new array, the same as ``np.where(condition, values, 0)`` with 0 of
-        ``values``' dtype, NaN and inf included.
+        ``values``' dtype, NaN and inf included; every zero is +0.0 (a kept
+        -0.0 too, which np.where would keep).
     """
     with np.errstate(invalid="ignore"):
         product = np.multiply(values, condition)
     if np.isnan(product).any():
         # A NaN of the product may be inf * 0 or NaN * 0 that the selection
         # drops: the branching form gives exactly that.
-        return np.where(condition, values, product.dtype.type(0))
+        product = np.where(condition, values, product.dtype.type(0))
+    # A negative value times False is -0.0; np.where (and PyTorch) give +0.0.
+    product += 0.0
     return product

@@ -7,7 +7,9 @@ them computed again, and either way the gradient is the same.
 
 import numpy as np
 import pytest
+import sympy as sp
 
+from codegen.load import layer_class
 from derivations import Model, ModelError
 from layers.generated import BatchNormalization
 
@@ -115,4 +117,59 @@ def test_layer_normalization_keeps_each_samples_statistics(training):
     x, output_grad = _batch(8, shape=(6, 5))
     _assert_reads_what_forward_kept(
         lambda: LayerNormalization(5), x, output_grad, training
+    )
+
+
+def test_a_setting_changed_after_forward_makes_the_kept_values_stale():
+    from layers.generated import MaxPool2d
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(2, 3, 5, 5))
+    output_grad = rng.normal(size=(2, 3, 2, 2))
+    layer = MaxPool2d(2, 2)
+    layer.forward(x)
+    # Stride 3 gives the same output shape, other windows.
+    layer.stride = 3
+    oracle = MaxPool2d(2, 3)
+    oracle.forward(x)
+    np.testing.assert_array_equal(
+        layer.backward(x, output_grad), oracle.backward(x, output_grad)
+    )
+
+
+def test_a_definition_that_reads_a_parameter_is_not_kept():
+    model = Model("KeepsScaled", "a test model", source="tests/test_kept.py")
+    B, N = model.size("B", example=4), model.size("N", example=3, bound_to="n")
+    model.argument("n")
+    b, n = model.index("b", B), model.index("n", N)
+    x = model.input("x", (b, n), layout=("batch", "n"))
+    gamma = model.parameter("gamma", (n,), "gamma", "gradGamma", init="ones")
+    with model.mode("train"):
+        scaled = model.define("scaled", (b, n), x[b, n] * gamma[n])
+        total = model.define("total", (n,), sp.Sum(scaled[b, n], (b, 0, B - 1)))
+        model.define("y", (b, n), scaled[b, n] * total[n])
+        with pytest.raises(ModelError, match="'total' reads parameter 'gamma'"):
+            model.keep_for_backward(total)
+
+
+def test_a_state_never_shares_memory_with_a_kept_value():
+    model = Model("KeepsSum", "a test model", source="tests/test_kept.py")
+    B, N = model.size("B", example=4), model.size("N", example=3)
+    b, n = model.index("b", B), model.index("n", N)
+    b2 = model.index("b2", B)
+    x = model.input("x", (b, n), layout=("batch", "N"))
+    total = model.state("total", (n,), init="zeros")
+    with model.mode("train"):
+        s = model.define("s", (n,), sp.Sum(x[b, n], (b, 0, B - 1)))
+        model.define("y", (b, n), x[b, n] * s[n])
+        model.keep_for_backward(s)
+        model.update(total, (n,), sp.Sum(x[b2, n], (b2, 0, B - 1)))
+    layer = layer_class(model)()
+    x_value, output_grad = _batch(10, shape=(4, 3))
+    layer.forward(x_value)
+    assert not np.shares_memory(layer.total, layer._kept_train[-1])
+    layer.total *= 0.5
+    np.testing.assert_array_equal(
+        layer.backward(x_value, output_grad),
+        layer.backward(x_value.copy(), output_grad),
     )

@@ -25,6 +25,8 @@ def test_select_or_zero_is_the_branching_selection(dtype, data):
     expected = np.where(condition, values, dtype(0))
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, expected)
+    # Zeros are +0.0, as np.where's 0 and PyTorch's are.
+    assert not np.signbit(got[got == 0]).any()
 
 
 def test_a_scalar_value_broadcasts_in_its_dtype():

@@ -99,11 +99,13 @@ class BatchNormalization(Module):
         moving_variance = self.moving_variance.astype(dtype, copy=False)
         shift = x[0]
         xs = -shift[None, :] + x
-        # A sum over leading or trailing axes as a product with ones:
+        # A sum over the leading axes as a product with ones:
         # BLAS reads the array once, 2x faster than einsum (measured).
         c0 = np.ones(B, dtype=xs.dtype) @ xs.reshape(B, -1)
         mean = c0/B
-        v1 = -mean[None, :] + xs
+        # In place: xs is not read after this statement.
+        xs -= mean[None, :]
+        v1 = xs
         c2 = np.einsum('bn,bn->n', v1, v1)
         var = c2/B
         v3 = EPS + var
@@ -116,18 +118,20 @@ class BatchNormalization(Module):
         updated7 = alpha*moving_variance + var*(1 - alpha)
         self.moving_mean = updated5.astype(self.moving_mean.dtype, copy=False)
         self.moving_variance = updated7.astype(self.moving_variance.dtype, copy=False)
-        self._kept_train = (x, x.shape, x.dtype, shift, mean, var)
+        self._kept_train = (x, x.shape, x.dtype, (self.alpha, self.EPS,), shift, mean, var)
         return y.astype(dtype, copy=False)
 
     def _compute_kept_train(self, x):
         B = x.shape[0]
         shift = x[0]
         xs = -shift[None, :] + x
-        # A sum over leading or trailing axes as a product with ones:
+        # A sum over the leading axes as a product with ones:
         # BLAS reads the array once, 2x faster than einsum (measured).
         c0 = np.ones(B, dtype=xs.dtype) @ xs.reshape(B, -1)
         mean = c0/B
-        v1 = -mean[None, :] + xs
+        # In place: xs is not read after this statement.
+        xs -= mean[None, :]
+        v1 = xs
         c2 = np.einsum('bn,bn->n', v1, v1)
         var = c2/B
         return (shift, mean, var,)
@@ -150,10 +154,11 @@ class BatchNormalization(Module):
         B = x.shape[0]
         EPS = self.EPS
         kept = self._kept_train
-        if kept is None or kept[0] is not x or kept[1:3] != (x.shape, x.dtype):
-            # Not the input of the last forward pass: compute them again.
-            kept = (None, None, None, *self._compute_kept_train(x))
-        shift, mean, var = kept[3:]
+        if kept is None or kept[0] is not x or kept[1:4] != (x.shape, x.dtype, (self.alpha, self.EPS,)):
+            # Not the input, or the settings, of the last forward pass:
+            # compute them again.
+            kept = (None, None, None, None, *self._compute_kept_train(x))
+        shift, mean, var = kept[4:]
         xs = -shift[None, :] + x
         # In place: xs is not read after this statement.
         xs -= mean[None, :]
@@ -162,7 +167,7 @@ class BatchNormalization(Module):
         v2 = EPS + var
         v3 = v2**(-3/2)
         grad_var = -1/2*c1*v3
-        # A sum over leading or trailing axes as a product with ones:
+        # A sum over the leading axes as a product with ones:
         # BLAS reads the array once, 2x faster than einsum (measured).
         c4 = np.ones(B, dtype=output_grad.dtype) @ output_grad.reshape(B, -1)
         v5 = 1/np.sqrt(v2)

@@ -59,9 +59,7 @@ class LogSoftMax(Module):
         shift_argmax_n, = np.unravel_index(first1, (N,))
         z = -shift[:, None] + x
         v2 = np.exp(z)
-        # A sum over leading or trailing axes as a product with ones:
-        # BLAS reads the array once, 2x faster than einsum (measured).
-        c3 = v2.reshape(-1, N) @ np.ones(N, dtype=v2.dtype)
+        c3 = np.einsum('bn->b', v2)
         total = c3
         v4 = np.log(total)
         y = -v4[:, None] + z
@@ -77,13 +75,9 @@ class LogSoftMax(Module):
         shift_argmax_n, = np.unravel_index(first1, (N,))
         z = -shift[:, None] + x
         v2 = np.exp(z)
-        # A sum over leading or trailing axes as a product with ones:
-        # BLAS reads the array once, 2x faster than einsum (measured).
-        c3 = v2.reshape(-1, N) @ np.ones(N, dtype=v2.dtype)
+        c3 = np.einsum('bn->b', v2)
         total = c3
-        # A sum over leading or trailing axes as a product with ones:
-        # BLAS reads the array once, 2x faster than einsum (measured).
-        c4 = output_grad.reshape(-1, N) @ np.ones(N, dtype=output_grad.dtype)
+        c4 = np.einsum('bn->b', output_grad)
         grad_total = -c4/total
         grad_z = output_grad + grad_total[:, None]*v2
         input_grad = grad_z

@@ -89,7 +89,7 @@ class MaxPool2d(Module):
         first2 = np.argmax(candidates1, axis=-1)
         y = np.take_along_axis(candidates1, first2[..., None], axis=-1)[..., 0]
         y_argmax_kh, y_argmax_kw = np.unravel_index(first2, (K, K))
-        self._kept_train = (x, x.shape, x.dtype, y_argmax_kh, y_argmax_kw)
+        self._kept_train = (x, x.shape, x.dtype, (self.kernel_size, self.stride,), y_argmax_kh, y_argmax_kw)
         return y.astype(dtype, copy=False)
 
     def _compute_kept_train(self, x):
@@ -140,10 +140,11 @@ class MaxPool2d(Module):
                 f"{x.shape}, which gives Wo = {Wo}"
             )
         kept = self._kept_train
-        if kept is None or kept[0] is not x or kept[1:3] != (x.shape, x.dtype):
-            # Not the input of the last forward pass: compute them again.
-            kept = (None, None, None, *self._compute_kept_train(x))
-        y_argmax_kh, y_argmax_kw = kept[3:]
+        if kept is None or kept[0] is not x or kept[1:4] != (x.shape, x.dtype, (self.kernel_size, self.stride,)):
+            # Not the input, or the settings, of the last forward pass:
+            # compute them again.
+            kept = (None, None, None, None, *self._compute_kept_train(x))
+        y_argmax_kh, y_argmax_kw = kept[4:]
         if K**2 <= 16:
             scattered1 = np.zeros((B, C, H + max(0, -H + Ho*S + K - S), W + max(0, K + S*Wo - S - W)), dtype=np.result_type(output_grad))
             # One strided slice-add per kernel offset: a loop over offsets.

@@ -60,9 +60,7 @@ class SoftMax(Module):
         shift_argmax_n, = np.unravel_index(first1, (N,))
         v2 = -shift[:, None] + x
         e = np.exp(v2)
-        # A sum over leading or trailing axes as a product with ones:
-        # BLAS reads the array once, 2x faster than einsum (measured).
-        c3 = e.reshape(-1, N) @ np.ones(N, dtype=e.dtype)
+        c3 = np.einsum('bn->b', e)
         total = c3
         y = e/total[:, None]
         return y.astype(dtype, copy=False)
@@ -77,9 +75,7 @@ class SoftMax(Module):
         shift_argmax_n, = np.unravel_index(first1, (N,))
         v2 = -shift[:, None] + x
         e = np.exp(v2)
-        # A sum over leading or trailing axes as a product with ones:
-        # BLAS reads the array once, 2x faster than einsum (measured).
-        c3 = e.reshape(-1, N) @ np.ones(N, dtype=e.dtype)
+        c3 = np.einsum('bn->b', e)
         total = c3
         c4 = np.einsum('bn,bn->b', e, output_grad)
         grad_total = -c4/total**2
