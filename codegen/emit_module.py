@@ -51,21 +51,10 @@ def _reads(name: str, text: str) -> bool:
     return re.search(rf"(?<!\.)\b{name}\b(?!\s*=[^=])", text) is not None
 
 
-def _used(bindings, body):
-    """The binding lines whose name the body, or a later kept binding, reads."""
-    text = "\n".join(body)
-    kept = []
-    for line in reversed(bindings):
-        match = re.match(r"(\w+) = ", line)
-        if match is None or _reads(match.group(1), text):
-            kept.append(line)
-            text += "\n" + line
-    return list(reversed(kept))
-
-
 def _live(body):
     """``body`` without the top-level assignments nothing after them reads,
-    and the comments that introduce them.
+    and the comments that introduce them: unused bindings of sizes and
+    tensors at the top of a pass, and intermediates left unread.
 
     The lowering names an intermediate when it first meets it; a later
     rewrite (a sum computed once for two forms of one expression, a result
@@ -274,7 +263,7 @@ class _ModuleEmitter:
             for axis, size in self._input_sizes().items()
         ]
         return ["", "    def _prepare_state(self, x):"] + _indent(
-            _used(bindings, lines) + lines, 2
+            _live(bindings + lines), 2
         )
 
     def _input_sizes(self):
@@ -340,7 +329,7 @@ class _ModuleEmitter:
         self.functions[f"forward {mode} ({label})" if label else f"forward {mode}"] = (
             body[: -len(tail)]
         )
-        return _used(lines, body) + body
+        return _live(lines + body)
 
     def kept_function(self, mode: str) -> list[str]:
         """``_compute_kept_<mode>``: the kept definitions, for a backward pass on
@@ -360,7 +349,7 @@ class _ModuleEmitter:
                 _lower_definition(lowerer, names, definition)
         codes = ", ".join(lowerer.arrays[name] for name, _ in self._kept(mode))
         body = _live(resolve(lowerer.lines + [f"return ({codes},)"], lowerer.owned))
-        return _used(lines, body) + body
+        return _live(lines + body)
 
     def _kept_settings(self) -> str:
         """The arguments and constants kept values were computed with, as a
@@ -462,7 +451,7 @@ class _ModuleEmitter:
             )
         )
         self.functions[f"backward {mode}"] = body[:-1]
-        return _used(lines, body) + body
+        return _live(lines + body)
 
     # The class.
 

@@ -407,7 +407,7 @@ class Lowerer:
         key, placeholders = self._value_key(expr)
         back = {placeholder: index for index, placeholder in placeholders.items()}
         if key not in self.cache:
-            own = tuple(self._ordered(expr.atoms(sp.Idx)))
+            own = tuple(placeholders)
             name = self.names.temporary("v")
             line = f"{name} = {self.elementwise(expr, own)}"
             if self._allocates_floats([expr]):
